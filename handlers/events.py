@@ -1,0 +1,326 @@
+"""Socket.IO adapters: authenticate the socket, check the rate, parse the payload, call a
+service, and turn the result or the domain error into the ack envelope. Nothing else."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+
+from handlers.ratelimit import TokenBucket
+from storage.errors import DomainError, Internal, InvalidInput, RateLimited, Unauthorized
+from storage.models import (
+    AddCsv,
+    Credentials,
+    DeleteCsv,
+    Empty,
+    FetchCsv,
+    Numbers,
+    Payload,
+    RestoreBackup,
+    RowRef,
+    Subscription,
+    UpdateCsv,
+    parse,
+)
+from storage.numbers import StreamService
+from storage.table_service import TableService
+from storage.users import AuthService, Session
+
+log = logging.getLogger("tablecast.socket")
+
+AUTHENTICATED = "authenticated"  # every table broadcast and lock_status goes here
+RANDOM_ROOM = "stream:random_number"
+LEGACY_OHLC_ROOM = "ohlc-data"
+
+
+def ohlc_room(interval: str) -> str:
+    return f"ohlc:{interval}"
+
+
+@dataclass
+class SocketState:
+    sid: str
+    bucket: TokenBucket | None
+    session: Session | None = None
+    rooms: set[str] = field(default_factory=set)
+
+
+Action = Callable[[SocketState, Any], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Event:
+    action: Action
+    model: type[Payload]
+    guest: bool = False  # guests may call it
+    quiet: bool = False  # reads: logged at debug level only
+
+
+def token_from(auth: Any, environ: dict[str, Any]) -> str | None:
+    """`auth: {token}`, else `Authorization: Bearer`, else `?token=`."""
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str) and auth["token"]:
+        return str(auth["token"])
+    header = environ.get("HTTP_AUTHORIZATION", "")
+    if header[:7].lower() == "bearer " and header[7:].strip():
+        return str(header[7:].strip())
+    request = environ.get("aiohttp.request")
+    if request is not None:
+        token = request.query.get("token")
+        if token:
+            return str(token)
+    return None
+
+
+class SocketHandlers:
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        auth: AuthService,
+        tables: TableService,
+        streams: StreamService,
+        *,
+        rate_limit: float,
+        rate_burst: float,
+    ) -> None:
+        self._sio = sio
+        self._auth = auth
+        self._tables = tables
+        self._streams = streams
+        self._rate_limit = rate_limit
+        self._rate_burst = rate_burst
+        self.sockets: dict[str, SocketState] = {}
+        self._events: dict[str, Event] = {
+            "register": Event(self._register, Credentials, guest=True),
+            "login": Event(self._login, Credentials, guest=True),
+            "ping": Event(self._ping, Empty, guest=True, quiet=True),
+            "logout": Event(self._logout, Empty),
+            "fetch_csv": Event(self._fetch_csv, FetchCsv, quiet=True),
+            "add_csv": Event(self._add_csv, AddCsv),
+            "update_csv": Event(self._update_csv, UpdateCsv),
+            "delete_csv": Event(self._delete_csv, DeleteCsv),
+            "lock_row": Event(self._lock_row, RowRef),
+            "unlock_row": Event(self._unlock_row, RowRef),
+            "list_backups": Event(self._list_backups, Empty, quiet=True),
+            "restore_backup": Event(self._restore_backup, RestoreBackup),
+            "numbers": Event(self._numbers, Numbers, quiet=True),
+            "subscribe": Event(self._subscribe, Subscription),
+            "unsubscribe": Event(self._unsubscribe, Subscription),
+            "ohlc-stream": Event(self._ohlc_stream, Empty),
+        }
+
+    def register(self) -> None:
+        self._sio.on("connect", self._connect)
+        self._sio.on("disconnect", self._disconnect)
+        for name, event in self._events.items():
+            self._sio.on(name, self._adapter(name, event))
+        self._sio.on("*", self._unknown)
+
+    # ---- connection lifecycle --------------------------------------------------------
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = token_from(auth, environ)
+        session: Session | None = None
+        if token is not None:
+            try:
+                session = await self._auth.verify(token)
+            except Unauthorized as exc:
+                log.info("connect refused", extra={"sid": sid, "reason": exc.message})
+                refusal = socketio.exceptions.ConnectionRefusedError()
+                # Top-level code/message for python clients; `data` for socket.io-client's err.data.
+                details = {"code": exc.code, "message": exc.message}
+                refusal.error_args = {**details, "data": details}
+                raise refusal from None
+        bucket = TokenBucket(self._rate_limit, self._rate_burst) if self._rate_limit > 0 else None
+        state = SocketState(sid=sid, bucket=bucket)
+        self.sockets[sid] = state
+        if session is not None:
+            await self._authenticate(state, session)
+        log.info(
+            "connect",
+            extra={"sid": sid, "user": session.username if session else None, "transport": self._sio.transport(sid)},
+        )
+
+    async def _disconnect(self, sid: str, reason: Any = None) -> None:
+        state = self.sockets.pop(sid, None)
+        if state is not None and state.session is not None:
+            self._tables.user_disconnected(state.session.username)
+        log.info("disconnect", extra={"sid": sid, "reason": str(reason) if reason else None})
+
+    async def _authenticate(self, state: SocketState, session: Session) -> None:
+        if state.session is not None:
+            await self._demote(state)
+        state.session = session
+        self._tables.user_connected(session.username)
+        for room in (AUTHENTICATED, RANDOM_ROOM):
+            await self._join(state, room)
+
+    async def _demote(self, state: SocketState) -> None:
+        """Back to guest: no broadcasts, no streams, and the user's presence drops by one."""
+        if state.session is None:
+            return
+        self._tables.user_disconnected(state.session.username)
+        state.session = None
+        for room in list(state.rooms):
+            await self._sio.leave_room(state.sid, room)
+        state.rooms.clear()
+
+    async def _join(self, state: SocketState, room: str) -> None:
+        await self._sio.enter_room(state.sid, room)
+        state.rooms.add(room)
+
+    async def _leave(self, state: SocketState, room: str) -> None:
+        await self._sio.leave_room(state.sid, room)
+        state.rooms.discard(room)
+
+    async def revoke(self, jti: str) -> None:
+        """A token was revoked (here or over REST): its sockets become guests at once."""
+        for state in list(self.sockets.values()):
+            if state.session is not None and state.session.jti == jti:
+                await self._demote(state)
+
+    async def expire_sessions(self) -> None:
+        for state in list(self.sockets.values()):
+            if state.session is not None and state.session.expired():
+                await self._demote(state)
+
+    # ---- the adapter every event goes through ----------------------------------------
+
+    def _adapter(self, name: str, event: Event) -> Callable[..., Awaitable[dict[str, Any]]]:
+        async def handle(sid: str, *args: Any) -> dict[str, Any]:
+            started = time.perf_counter()
+            state = self.sockets.get(sid)
+            try:
+                if state is None:
+                    raise Unauthorized("socket is not connected")
+                self._admit(state)
+                if not event.guest:
+                    self._require_session(state)
+                if len(args) > 1:
+                    raise InvalidInput("send one payload object", field="payload")
+                payload = parse(event.model, args[0] if args else None)
+                ack = {"ok": True, **(await event.action(state, payload))}
+            except DomainError as exc:
+                ack = exc.envelope()
+            except Exception:
+                log.exception("event failed", extra={"sid": sid, "socket_event": name})
+                ack = Internal("internal error; nothing was changed").envelope()
+            self._log(name, event, state, ack, started)
+            return ack
+
+        return handle
+
+    async def _unknown(self, name: str, sid: str, *args: Any) -> dict[str, Any]:
+        return InvalidInput(f"unknown event {name!r}", field="event").envelope()
+
+    def _admit(self, state: SocketState) -> None:
+        if state.bucket is None:
+            return
+        wait = state.bucket.take()
+        if wait > 0:
+            raise RateLimited("too many events", retry_after=math.ceil(wait * 1000) / 1000)
+
+    def _require_session(self, state: SocketState) -> Session:
+        session = state.session
+        if session is None:
+            raise Unauthorized("log in first")
+        if session.expired():
+            raise Unauthorized("token expired")
+        return session
+
+    def _log(self, name: str, event: Event, state: SocketState | None, ack: dict[str, Any], started: float) -> None:
+        ok = ack.get("ok") is True
+        level = logging.DEBUG if ok and event.quiet else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "socket_event",
+                extra={
+                    "sid": state.sid if state else None,
+                    "user": state.session.username if state and state.session else None,
+                    "socket_event": name,
+                    "outcome": "ok" if ok else ack["error"]["code"],
+                    "ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+
+    def _user(self, state: SocketState) -> str:
+        return self._require_session(state).username
+
+    # ---- events ----------------------------------------------------------------------
+
+    async def _register(self, state: SocketState, p: Credentials) -> dict[str, Any]:
+        return await self._auth.register(p.username, p.password)
+
+    async def _login(self, state: SocketState, p: Credentials) -> dict[str, Any]:
+        body, session = await self._auth.login(p.username, p.password)
+        await self._authenticate(state, session)
+        return body
+
+    async def _logout(self, state: SocketState, p: Empty) -> dict[str, Any]:
+        session = self._require_session(state)
+        await self._auth.logout(session.jti)
+        await self.revoke(session.jti)
+        return {}
+
+    async def _ping(self, state: SocketState, p: Empty) -> dict[str, Any]:
+        return {"ts": int(time.time() * 1000)}
+
+    async def _fetch_csv(self, state: SocketState, p: FetchCsv) -> dict[str, Any]:
+        return await self._tables.fetch(p.offset, p.limit, p.since)
+
+    async def _add_csv(self, state: SocketState, p: AddCsv) -> dict[str, Any]:
+        return await self._tables.add(self._user(state), p.values)
+
+    async def _update_csv(self, state: SocketState, p: UpdateCsv) -> dict[str, Any]:
+        return await self._tables.update(self._user(state), p.id, p.values, p.version)
+
+    async def _delete_csv(self, state: SocketState, p: DeleteCsv) -> dict[str, Any]:
+        return await self._tables.delete(self._user(state), p.id, p.version)
+
+    async def _lock_row(self, state: SocketState, p: RowRef) -> dict[str, Any]:
+        return await self._tables.lock(self._user(state), p.id)
+
+    async def _unlock_row(self, state: SocketState, p: RowRef) -> dict[str, Any]:
+        return await self._tables.unlock(self._user(state), p.id)
+
+    async def _list_backups(self, state: SocketState, p: Empty) -> dict[str, Any]:
+        return await self._tables.list_backups()
+
+    async def _restore_backup(self, state: SocketState, p: RestoreBackup) -> dict[str, Any]:
+        return await self._tables.restore(self._user(state), p.name)
+
+    async def _numbers(self, state: SocketState, p: Numbers) -> dict[str, Any]:
+        return {"numbers": await self._streams.numbers(p.limit)}
+
+    def _stream_room(self, p: Subscription) -> str:
+        if p.stream == "random_number":
+            if p.interval is not None:
+                raise InvalidInput("interval is only for the ohlc stream", field="interval")
+            return RANDOM_ROOM
+        if p.interval is None:
+            raise InvalidInput("the ohlc stream needs an interval", field="interval")
+        return ohlc_room(p.interval)
+
+    async def _subscribe(self, state: SocketState, p: Subscription) -> dict[str, Any]:
+        room = self._stream_room(p)
+        await self._join(state, room)
+        if p.interval is None:
+            return {}
+        return {"candles": await self._streams.history(p.interval, p.history)}
+
+    async def _unsubscribe(self, state: SocketState, p: Subscription) -> dict[str, Any]:
+        await self._leave(state, self._stream_room(p))
+        if p.stream == "ohlc" and p.interval == "1m":
+            await self._leave(state, LEGACY_OHLC_ROOM)
+        return {}
+
+    async def _ohlc_stream(self, state: SocketState, p: Empty) -> dict[str, Any]:
+        await self._join(state, ohlc_room("1m"))
+        await self._join(state, LEGACY_OHLC_ROOM)
+        return {"candles": await self._streams.history("1m", 100)}

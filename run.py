@@ -1,0 +1,32 @@
+"""Start Tablecast: `python run.py [--flags]` (see `python run.py --help`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from aiohttp import web
+
+from server.app import create_app
+from server.logs import configure_logging
+from server.settings import Settings, SettingsError
+from storage.table import TableLoadError
+
+
+def main(argv: list[str]) -> int:
+    try:
+        settings = Settings.load(argv, os.environ)
+    except SettingsError as exc:
+        print(f"tablecast: bad setting: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+    except TableLoadError as exc:
+        print(f"tablecast: cannot load the table: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

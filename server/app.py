@@ -1,0 +1,130 @@
+"""The composition root: `create_app(settings)` builds everything; nothing lives at module level."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp_cors
+import aiosqlite
+import socketio
+from aiohttp import web
+
+from handlers.events import SocketHandlers
+from server import tasks
+from server.broadcast import Broadcaster
+from server.context import SERVICES, SETTINGS, SIO, Services
+from server.errors import error_middleware
+from server.rest import routes
+from server.settings import Settings
+from storage.journal import Journal
+from storage.locks import InMemoryLockStore
+from storage.numbers import StreamService
+from storage.table import TableConfig, TableStore
+from storage.table_service import PresenceConfig, TableService
+from storage.users import AuthConfig, AuthService, load_or_create_secret
+
+log = logging.getLogger("tablecast.app")
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_payload_bytes)
+    app[SETTINGS] = settings
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        cors_allowed_origins=list(settings.cors_origins),
+        max_http_buffer_size=settings.max_payload_bytes,
+        logger=False,
+        engineio_logger=False,
+    )
+    sio.attach(app)
+    app[SIO] = sio
+    app.add_routes(routes)
+    cors = aiohttp_cors.setup(
+        app,
+        defaults={
+            origin: aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
+                allow_headers=("Authorization", "Content-Type"), expose_headers="*"
+            )
+            for origin in settings.cors_origins
+        },
+    )
+    for route in list(app.router.routes()):
+        if route.resource is not None and route.resource.canonical.startswith(("/api/", "/healthz")):
+            cors.add(route)
+    app.cleanup_ctx.append(services_ctx)
+    app.cleanup_ctx.append(background_ctx)
+    return app
+
+
+async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, sio = app[SETTINGS], app[SIO]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    table = TableStore(
+        TableConfig(
+            data_dir=settings.data_dir,
+            history_keep=settings.history_keep,
+            flush_s=settings.csv_flush_s,
+            backup_interval_s=settings.backup_interval_s,
+            backup_keep=settings.backup_keep,
+            max_cell_chars=settings.max_cell_chars,
+        ),
+        Journal(settings.db_path),
+    )
+    await table.open()
+    db = await aiosqlite.connect(settings.db_path)
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA busy_timeout=5000")
+    try:
+        auth = AuthService(
+            db,
+            load_or_create_secret(settings.data_dir, settings.secret_key),
+            AuthConfig(token_ttl_s=settings.token_ttl_s, auto_register=settings.auto_register),
+        )
+        await auth.init()
+        streams = StreamService(db, settings.random_retention_s)
+        await streams.init()
+        locks = InMemoryLockStore(ttl_s=settings.lock_ttl_s, cooldown_s=settings.edit_cooldown_s)
+        tables = TableService(table, locks, PresenceConfig(grace_s=settings.lock_grace_s))
+        sockets = SocketHandlers(
+            sio, auth, tables, streams, rate_limit=settings.rate_limit, rate_burst=settings.rate_burst
+        )
+        sockets.register()
+        app[SERVICES] = Services(auth=auth, tables=tables, streams=streams, sockets=sockets)
+        yield
+    finally:
+        await table.close()
+        await db.close()
+
+
+async def background_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, sio, services = app[SETTINGS], app[SIO], app[SERVICES]
+    broadcaster = Broadcaster(sio)
+    services.tables.table.add_listener(broadcaster.table_changed)
+    services.tables.locks.set_sink(broadcaster.lock_changed)
+    jobs = [
+        asyncio.create_task(broadcaster.run(), name="broadcaster"),
+        asyncio.create_task(services.tables.table.run_flusher(), name="csv-flusher"),
+        asyncio.create_task(
+            tasks.every(
+                settings.lock_sweep_s, "lock-sweep", lambda: tasks.sweep_locks(services.tables, services.sockets)
+            ),
+            name="lock-sweep",
+        ),
+        asyncio.create_task(
+            tasks.every(settings.random_interval_s, "random", lambda: tasks.draw_number(sio, services.streams)),
+            name="random",
+        ),
+        asyncio.create_task(
+            tasks.every(tasks.MAINTENANCE_S, "maintenance", lambda: tasks.maintenance(services.streams, services.auth)),
+            name="maintenance",
+        ),
+    ]
+    log.info("ready", extra={"url": f"http://{settings.host}:{settings.port}/", "rows": services.tables.table.total})
+    yield
+    await services.tables.table.settle_quietly()
+    await broadcaster.drain()
+    for job in jobs:
+        job.cancel()
+    await asyncio.gather(*jobs, return_exceptions=True)

@@ -1,0 +1,27 @@
+"""Typed application state keys: the composition root fills them, routes read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import socketio
+from aiohttp import web
+
+from handlers.events import SocketHandlers
+from server.settings import Settings
+from storage.numbers import StreamService
+from storage.table_service import TableService
+from storage.users import AuthService
+
+
+@dataclass(frozen=True)
+class Services:
+    auth: AuthService
+    tables: TableService
+    streams: StreamService
+    sockets: SocketHandlers
+
+
+SETTINGS = web.AppKey("settings", Settings)
+SIO = web.AppKey("sio", socketio.AsyncServer)
+SERVICES = web.AppKey("services", Services)

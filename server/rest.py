@@ -1,0 +1,101 @@
+"""REST: login/register/logout, the table as JSON pages or a CSV download, and health."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from server.context import SERVICES
+from storage.csvfile import csv_chunks
+from storage.errors import InvalidInput, Unauthorized
+from storage.models import Credentials, FetchCsv, parse
+from storage.users import Session
+
+routes = web.RouteTableDef()
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidInput("the body must be a JSON object", field="body") from None
+
+
+async def _session(request: web.Request) -> Session:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() != "bearer " or not header[7:].strip():
+        raise Unauthorized("send Authorization: Bearer <token>")
+    return await request.app[SERVICES].auth.verify(header[7:].strip())
+
+
+def _ok(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response({"ok": True, **body}, status=status)
+
+
+@routes.post("/api/register")
+async def register(request: web.Request) -> web.Response:
+    p = parse(Credentials, await _json_body(request))
+    return _ok(await request.app[SERVICES].auth.register(p.username, p.password), status=201)
+
+
+@routes.post("/api/login")
+async def login(request: web.Request) -> web.Response:
+    p = parse(Credentials, await _json_body(request))
+    body, _ = await request.app[SERVICES].auth.login(p.username, p.password)
+    return _ok(body)
+
+
+@routes.post("/api/logout")
+async def logout(request: web.Request) -> web.Response:
+    session = await _session(request)
+    services = request.app[SERVICES]
+    await services.auth.logout(session.jti)
+    await services.sockets.revoke(session.jti)
+    return _ok({})
+
+
+def _query(request: web.Request) -> tuple[dict[str, int], bool]:
+    wants_csv = "text/csv" in request.headers.get("Accept", "")
+    numbers: dict[str, int] = {}
+    for key, value in request.query.items():
+        if key == "format":
+            if value not in ("csv", "json"):
+                raise InvalidInput("format is csv or json", field="format")
+            wants_csv = value == "csv"
+        elif key in ("offset", "limit", "since"):
+            try:
+                numbers[key] = int(value)
+            except ValueError:
+                raise InvalidInput(f"{key} must be an integer", field=key) from None
+        else:
+            raise InvalidInput(f"unknown query parameter {key!r}", field=key)
+    return numbers, wants_csv
+
+
+@routes.get("/api/fetch_csv")
+async def fetch_csv(request: web.Request) -> web.StreamResponse:
+    await _session(request)
+    tables = request.app[SERVICES].tables
+    numbers, wants_csv = _query(request)
+    p = parse(FetchCsv, numbers)
+    if not wants_csv:
+        return _ok(await tables.fetch(p.offset, p.limit, p.since))
+    header, rows = await tables.export()
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": 'attachment; filename="backend_table.csv"',
+        }
+    )
+    await response.prepare(request)
+    for chunk in csv_chunks(header, rows):
+        await response.write(chunk.encode())
+    await response.write_eof()
+    return response
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return _ok({})

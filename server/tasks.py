@@ -1,0 +1,51 @@
+"""Background loops. Each survives its own failures: one bad round is logged, not fatal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import socketio
+
+from handlers.events import LEGACY_OHLC_ROOM, RANDOM_ROOM, SocketHandlers, ohlc_room
+from storage.numbers import StreamService
+from storage.table_service import TableService
+from storage.users import AuthService
+
+log = logging.getLogger("tablecast.tasks")
+
+MAINTENANCE_S = 60.0
+
+
+async def every(period_s: float, name: str, work: Callable[[], Awaitable[None]]) -> None:
+    """Run `work` on a fixed schedule (no drift), logging and skipping failed rounds."""
+    next_run = time.monotonic() + period_s
+    while True:
+        await asyncio.sleep(max(0.0, next_run - time.monotonic()))
+        next_run = max(next_run + period_s, time.monotonic())
+        try:
+            await work()
+        except Exception:
+            log.exception("background task failed", extra={"task": name})
+
+
+async def sweep_locks(tables: TableService, handlers: SocketHandlers) -> None:
+    await tables.sweep()
+    await handlers.expire_sessions()
+
+
+async def draw_number(sio: socketio.AsyncServer, streams: StreamService) -> None:
+    tick, candles = await streams.draw()
+    await sio.emit("random_number", tick.wire(), room=RANDOM_ROOM)
+    for candle in candles:
+        await sio.emit("ohlc", candle.wire(), room=ohlc_room(candle.interval))
+        if candle.closed and candle.interval == "1m":
+            bar = {k: v for k, v in candle.wire().items() if k in ("time", "open", "high", "low", "close")}
+            await sio.emit("ohlc-data", bar, room=LEGACY_OHLC_ROOM)
+
+
+async def maintenance(streams: StreamService, auth: AuthService) -> None:
+    await streams.prune()
+    await auth.prune_sessions()

@@ -1,0 +1,156 @@
+"""The table's durable change journal: a SQLite table in WAL mode with synchronous=FULL.
+
+Every acked change is a row here before its ack. One thread owns the connection, so a whole
+batch of changes (group commit) costs one executor hop and one fsync. The CSV on disk is a
+checkpoint: `table_meta` says which seq it reflects, and replay starts after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS table_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS table_changes (seq INTEGER PRIMARY KEY, change TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS row_versions (id INTEGER PRIMARY KEY, version INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    seq: int
+    change: dict[str, Any]  # the csv_update payload; add/update carry the whole new row
+    row_id: int
+    version: int | None  # None: the row is gone
+
+
+@dataclass
+class JournalState:
+    meta: dict[str, Any]
+    versions: dict[int, int]
+    replay: list[dict[str, Any]] = field(default_factory=list)  # changes after the checkpoint
+    history: list[dict[str, Any]] = field(default_factory=list)  # newest `keep`, oldest first
+
+
+class Journal:
+    def __init__(self, db_path: Path) -> None:
+        self._db_path = db_path
+        # One thread: SQLite connections are not shared across threads, and order matters.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._conn: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        assert self._conn is not None, "journal is not open"
+        return self._conn
+
+    async def open(self, history_keep: int) -> JournalState:
+        return await self._run(self._open, history_keep)
+
+    def _open(self, history_keep: int) -> JournalState:
+        conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+        meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM table_meta")}
+        versions = dict(conn.execute("SELECT id, version FROM row_versions"))
+        checkpoint = int(meta.get("checkpoint_seq", 0))
+        replay = [
+            json.loads(c)
+            for (c,) in conn.execute("SELECT change FROM table_changes WHERE seq > ? ORDER BY seq", (checkpoint,))
+        ]
+        floor = int(meta.get("history_floor", 0))
+        history = [
+            json.loads(c)
+            for (c,) in conn.execute(
+                "SELECT change FROM (SELECT seq, change FROM table_changes WHERE seq > ?"
+                " ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                (floor, history_keep),
+            )
+        ]
+        return JournalState(meta=meta, versions=versions, replay=replay, history=history)
+
+    async def append(self, records: Sequence[JournalRecord], max_id: int) -> None:
+        await self._run(self._append, records, max_id)
+
+    def _append(self, records: Sequence[JournalRecord], max_id: int) -> None:
+        db = self._db
+        with self._transaction():
+            db.executemany(
+                "INSERT INTO table_changes (seq, change) VALUES (?, ?)",
+                [(r.seq, json.dumps(r.change, separators=(",", ":"))) for r in records],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO row_versions (id, version) VALUES (?, ?)",
+                [(r.row_id, r.version) for r in records if r.version is not None],
+            )
+            db.executemany(
+                "DELETE FROM row_versions WHERE id = ?",
+                [(r.row_id,) for r in records if r.version is None],
+            )
+            self._put_meta({"seq": records[-1].seq, "max_id": max_id})
+
+    def _put_meta(self, values: dict[str, Any]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO table_meta (key, value) VALUES (?, ?)",
+            [(k, json.dumps(v)) for k, v in values.items()],
+        )
+
+    async def set_meta(self, values: dict[str, Any]) -> None:
+        await self._run(self._set_meta, values)
+
+    def _set_meta(self, values: dict[str, Any]) -> None:
+        with self._transaction():
+            self._put_meta(values)
+
+    async def finish_checkpoint(self, values: dict[str, Any], prune_through: int) -> None:
+        await self._run(self._finish_checkpoint, values, prune_through)
+
+    def _finish_checkpoint(self, values: dict[str, Any], prune_through: int) -> None:
+        with self._transaction():
+            self._put_meta(values)
+            self._db.execute("DELETE FROM table_changes WHERE seq <= ?", (prune_through,))
+
+    async def reset(self, values: dict[str, Any]) -> None:
+        """The table was replaced whole (restore, hand edit): every row takes the new seq."""
+        await self._run(self._reset, values)
+
+    def _reset(self, values: dict[str, Any]) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM row_versions")
+            self._db.execute("DELETE FROM table_changes")
+            self._put_meta(values)
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._run(self._db.close)
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,146 @@
+"""The table's rules, one place for REST and Socket.IO alike: who may change which row,
+cooldowns, presence grace, restores. Results are the `ok` ack bodies of PROTOCOL.md."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from storage.errors import Locked, NotFound
+from storage.locks import LockStore
+from storage.sync import Gate, KeyedMutex
+from storage.table import TableStore
+
+
+@dataclass(frozen=True)
+class PresenceConfig:
+    grace_s: float = 30.0
+
+
+class TableService:
+    def __init__(
+        self,
+        table: TableStore,
+        locks: LockStore,
+        presence: PresenceConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.table = table
+        self.locks = locks
+        self._grace_s = presence.grace_s
+        self._clock = clock
+        self._rows = KeyedMutex()  # one operation per row at a time: check-then-act stays true
+        self._gate = Gate()  # restores exclude every other write
+        self._sockets: dict[str, int] = {}
+        self._leaving: dict[str, float] = {}  # user -> when their locks end
+
+    # ---- reads -----------------------------------------------------------------------
+
+    async def fetch(self, offset: int, limit: int, since: int | None) -> dict[str, Any]:
+        table = self.table
+        if since is not None:
+            changes = table.changes_since(since)
+            if changes is not None:
+                return {"changes": changes, "seq": table.committed_seq}
+        seq, rows, total = table.seq, table.page(offset, limit), table.total
+        locks = await self.locks.snapshot()
+        # Never hand out a row whose change might still be undone.
+        await table.settle()
+        page: dict[str, Any] = {
+            "columns": table.columns_wire(),
+            "rows": rows,
+            "total": total,
+            "seq": seq,
+            "locks": locks,
+        }
+        if since is not None:
+            page["reset"] = True
+        return page
+
+    async def export(self) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Every row, as one consistent snapshot, for a download."""
+        header, rows = self.table.rows_for_export()
+        await self.table.settle()
+        return header, rows
+
+    async def list_backups(self) -> dict[str, Any]:
+        return {"backups": [b.wire() for b in self.table.list_backups()]}
+
+    # ---- writes ----------------------------------------------------------------------
+
+    async def add(self, user: str, values: dict[str, Any]) -> dict[str, Any]:
+        async with self._gate.shared():
+            change = self.table.add(values, user)
+            await self.table.durable(change)
+        return {"row": change.payload["row"]}
+
+    async def update(self, user: str, row_id: int, values: dict[str, Any], version: int | None) -> dict[str, Any]:
+        async with self._gate.shared(), self._rows.hold(row_id):
+            self._require_row(row_id)
+            await self.locks.require(row_id, user)
+            change = self.table.update(row_id, values, version, user)
+            await self.table.durable(change)
+            await self.locks.mark_edited(row_id, user)
+        return {"row": change.payload["row"]}
+
+    async def delete(self, user: str, row_id: int, version: int | None) -> dict[str, Any]:
+        async with self._gate.shared(), self._rows.hold(row_id):
+            self._require_row(row_id)
+            await self.locks.require(row_id, user)
+            change = self.table.delete(row_id, version, user)
+            await self.table.durable(change)
+            await self.locks.end(row_id, "deleted")
+        return {"id": row_id}
+
+    async def lock(self, user: str, row_id: int) -> dict[str, Any]:
+        async with self._gate.shared(), self._rows.hold(row_id):
+            self._require_row(row_id)
+            view = await self.locks.acquire(row_id, user)
+        return {"lock": view.wire()}
+
+    async def unlock(self, user: str, row_id: int) -> dict[str, Any]:
+        async with self._rows.hold(row_id):
+            self._require_row(row_id)
+            await self.locks.release(row_id, user)
+        return {}
+
+    async def restore(self, user: str, name: str | None) -> dict[str, Any]:
+        async with self._gate.exclusive():
+            other = await self.locks.held_by_other(user)
+            if other is not None:
+                raise Locked(
+                    f"{other.owner} holds a lock (row {other.id}); a restore needs every lock released",
+                    owner=other.owner,
+                    expires_at=other.expires_at,
+                )
+            result = await self.table.restore(name, user)
+            await self.locks.end_all("restored")
+        return result
+
+    def _require_row(self, row_id: int) -> None:
+        if not self.table.has(row_id):
+            raise NotFound(f"no row with id {row_id}", id=row_id)
+
+    # ---- presence: a user's locks outlive their sockets by the grace period ----------
+
+    def user_connected(self, user: str) -> None:
+        self._sockets[user] = self._sockets.get(user, 0) + 1
+        self._leaving.pop(user, None)
+
+    def user_disconnected(self, user: str) -> None:
+        left = self._sockets.get(user, 0) - 1
+        if left > 0:
+            self._sockets[user] = left
+            return
+        self._sockets.pop(user, None)
+        self._leaving[user] = self._clock() + self._grace_s
+
+    async def sweep(self) -> None:
+        await self.locks.sweep()
+        now = self._clock()
+        for user, deadline in list(self._leaving.items()):
+            if deadline <= now:
+                del self._leaving[user]
+                await self.locks.end_user(user, "disconnected")
