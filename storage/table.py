@@ -428,13 +428,19 @@ class TableStore:
     async def durable(self, change: Change) -> None:
         await asyncio.shield(change.future)
 
-    async def settle(self) -> None:
-        """Wait until everything applied so far is on disk (raises `Unavailable` if not)."""
-        last = self._last_change
+    def mark(self) -> tuple[Change | None, int]:
+        """Where the table stands now, for `settle`."""
+        return self._last_change, self._rollbacks
+
+    async def settle(self, mark: tuple[Change | None, int] | None = None) -> None:
+        """Wait until everything applied up to `mark` (default: now) is on disk. Raises
+        `Unavailable` if any change was undone since, as what was read may hold it."""
+        last, rollbacks = mark or self.mark()
         if last is not None and not last.future.done():
-            await asyncio.shield(last.future)
-        elif last is not None and last.future.exception() is not None:
-            raise Unavailable("the last change could not be stored")
+            with contextlib.suppress(Unavailable):
+                await asyncio.shield(last.future)
+        if self._rollbacks != rollbacks:
+            raise Unavailable("storage failed while reading; nothing was changed")
 
     async def settle_quietly(self) -> None:
         with contextlib.suppress(Unavailable):
@@ -504,7 +510,7 @@ class TableStore:
         """Bring the CSV on disk up to the current seq. With `backup`, the replaced version
         is kept in backups/ whatever the interval."""
         async with self._checkpoint_lock:
-            seq, rollbacks = self._seq, self._rollbacks
+            seq, mark = self._seq, self.mark()
             if seq == self._checkpoint_seq:
                 if backup:
                     self._link_backup(self.csv_path, self._checkpoint_seq, self._checkpoint_rows)
@@ -517,10 +523,11 @@ class TableStore:
             self._last_export_s = time.monotonic() - started
             # The snapshot may hold changes still in flight: it becomes official only once
             # they are durable, and never if any of them was undone.
-            await self.settle()
-            if self._rollbacks != rollbacks:
+            try:
+                await self.settle(mark)
+            except Unavailable:
                 tmp.unlink(missing_ok=True)
-                raise Unavailable("changes in the checkpoint were undone")
+                raise
             fp = fingerprint(tmp)
             await self._journal.set_meta({"pending_seq": seq, "pending_fp": fp, "pending_columns": columns})
             self._maybe_backup(force=backup)

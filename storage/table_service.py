@@ -44,10 +44,11 @@ class TableService:
             changes = table.changes_since(since)
             if changes is not None:
                 return {"changes": changes, "seq": table.committed_seq}
+        mark = table.mark()
         seq, rows, total = table.seq, table.page(offset, limit), table.total
         locks = await self.locks.snapshot()
         # Never hand out a row whose change might still be undone.
-        await table.settle()
+        await table.settle(mark)
         page: dict[str, Any] = {
             "columns": table.columns_wire(),
             "rows": rows,
@@ -61,8 +62,9 @@ class TableService:
 
     async def export(self) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Every row, as one consistent snapshot, for a download."""
+        mark = self.table.mark()
         header, rows = self.table.rows_for_export()
-        await self.table.settle()
+        await self.table.settle(mark)
         return header, rows
 
     async def list_backups(self) -> dict[str, Any]:
