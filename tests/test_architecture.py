@@ -41,3 +41,11 @@ def test_no_module_level_server_or_store_instances() -> None:
                     assert name not in {"AsyncServer", "Application", "TableStore", "Journal", "connect"}, (
                         f"{path.relative_to(ROOT)} builds {name} at import time"
                     )
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Test it", 1)[1]
+    command = section.split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert command in ci_lines
