@@ -131,6 +131,7 @@ class TableStore:
         self._last_export_s = 0.0
         self._listeners: list[ChangeListener] = []
         self._file_lock: portalocker.Lock | None = None
+        self._closing = False
         self.loaded = False
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -252,6 +253,7 @@ class TableStore:
         self._max_id = max(self._max_id, row["id"])
 
     async def close(self) -> None:
+        self._closing = True
         if self._writer is not None:
             await self.settle_quietly()
             self._writer.cancel()
@@ -371,7 +373,12 @@ class TableStore:
         self._wake.set()
         return change
 
+    def _check_open(self) -> None:
+        if self._closing:
+            raise Unavailable("the server is shutting down; nothing was changed")
+
     def add(self, values: dict[str, Any], by: str) -> Change:
+        self._check_open()
         cells: list[Value] = [None] * len(self._names)
         for name, value in values.items():
             cells[self._index_of(name)] = self._coerce(name, value)
@@ -386,6 +393,7 @@ class TableStore:
         return self._enqueue("add", row_id, payload, None, max_before)
 
     def update(self, row_id: int, values: dict[str, Any], version: int | None, by: str) -> Change:
+        self._check_open()
         old = self._current(row_id, version)
         cells = list(old[1])
         before: dict[str, Value] = {}
@@ -400,6 +408,7 @@ class TableStore:
         return self._enqueue("update", row_id, payload, old, self._max_id)
 
     def delete(self, row_id: int, version: int | None, by: str) -> Change:
+        self._check_open()
         old = self._current(row_id, version)
         self._seq += 1
         del self._rows[row_id]

@@ -245,3 +245,14 @@ async def test_packets_over_the_limit_are_refused(
         await client.ask("add_csv", {"values": {"user": "x" * 4096}}, timeout=3)
     other = await connect(server.url, await login(server.url))
     assert (await other.ask("fetch_csv", {"limit": 1}))["total"] == before
+
+
+async def test_since_with_more_changes_than_limit_gets_a_reset_page(user_client: UserClient) -> None:
+    _, client = await user_client()
+    start = (await client.ask("fetch_csv", {"limit": 1}))["seq"]
+    for n in range(3):
+        await client.ask("add_csv", {"values": {"user": f"over_{n}"}})
+    page = await client.ask("fetch_csv", {"since": start, "limit": 2})
+    assert page["reset"] is True
+    assert len(page["rows"]) == 2
+    assert len((await client.ask("fetch_csv", {"since": start, "limit": 3}))["changes"]) == 3
