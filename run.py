@@ -25,6 +25,9 @@ def main(argv: list[str]) -> int:
     except TableLoadError as exc:
         print(f"tablecast: cannot load the table: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"tablecast: cannot serve on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

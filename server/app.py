@@ -117,7 +117,11 @@ async def background_ctx(app: web.Application) -> AsyncIterator[None]:
             name="random",
         ),
         asyncio.create_task(
-            tasks.every(tasks.MAINTENANCE_S, "maintenance", lambda: tasks.maintenance(services.streams, services.auth)),
+            tasks.every(
+                min(tasks.MAINTENANCE_S, settings.random_retention_s / 2),
+                "maintenance",
+                lambda: tasks.maintenance(services.streams, services.auth),
+            ),
             name="maintenance",
         ),
     ]
