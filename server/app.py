@@ -55,7 +55,18 @@ def create_app(settings: Settings) -> web.Application:
             cors.add(route)
     app.cleanup_ctx.append(services_ctx)
     app.cleanup_ctx.append(background_ctx)
+    app.on_shutdown.append(disconnect_sockets)
     return app
+
+
+async def disconnect_sockets(app: web.Application) -> None:
+    """Close every socket first: aiohttp waits for open websocket handlers before cleanup."""
+    sio = app[SIO]
+    if SERVICES in app:
+        sids = list(app[SERVICES].sockets.sockets)
+        await asyncio.gather(*(sio.disconnect(sid) for sid in sids), return_exceptions=True)
+        log.info("sockets closed for shutdown", extra={"sockets": len(sids)})
+    await sio.shutdown()
 
 
 async def services_ctx(app: web.Application) -> AsyncIterator[None]:
