@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import math
 import os
 import re
+import signal
 import sys
 import time
 from collections import deque
@@ -26,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import portalocker
 from sortedcontainers import SortedList
@@ -130,7 +132,8 @@ class TableStore:
         self._checkpoint_lock = asyncio.Lock()
         self._last_export_s = 0.0
         self._listeners: list[ChangeListener] = []
-        self._file_lock: portalocker.Lock | None = None
+        self._lock_file: IO[str] | None = None
+        self._temp_count = 0
         self._closing = False
         self.loaded = False
 
@@ -141,11 +144,15 @@ class TableStore:
         self.backup_dir.mkdir(exist_ok=True)
         lock_path = self._config.data_dir / (CSV_NAME + ".lock")
         # The sidecar is never replaced, so the lock survives every CSV rename.
-        self._file_lock = portalocker.Lock(str(lock_path), mode="a", flags=portalocker.LOCK_EX | portalocker.LOCK_NB)
+        self._lock_file = lock_path.open("a")
         try:
-            self._file_lock.acquire()
+            portalocker.lock(self._lock_file, portalocker.LOCK_EX | portalocker.LOCK_NB)
         except portalocker.exceptions.LockException:
+            self._lock_file.close()
+            self._lock_file = None
             raise TableLoadError(f"{self._config.data_dir} is in use by another server") from None
+        for stale in self._config.data_dir.glob(CSV_NAME + ".*.tmp"):
+            stale.unlink()  # left by a crash; never the CSV itself
         state = await self._journal.open(self._config.history_keep)
         meta = state.meta
         if not self.csv_path.exists():
@@ -200,7 +207,7 @@ class TableStore:
         if loaded.rewritten:
             # Keep the file as it was before we add or move its id column.
             self._link_backup(self.csv_path, seq - 1, len(loaded.rows))
-            tmp = self.csv_path.with_name(CSV_NAME + ".tmp")
+            tmp = self._temp_path()
             header = [c.name for c in loaded.columns]
             await asyncio.to_thread(write_csv, tmp, header, ((i, *vals) for i, vals in loaded.rows))
             replace_file(tmp, self.csv_path)
@@ -265,9 +272,10 @@ class TableStore:
             except Exception:
                 log.exception("final checkpoint failed; the journal still holds every change")
         await self._journal.close()
-        if self._file_lock is not None:
-            self._file_lock.release()
-            self._file_lock = None
+        if self._lock_file is not None:
+            portalocker.unlock(self._lock_file)
+            self._lock_file.close()
+            self._lock_file = None
 
     def add_listener(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
@@ -524,7 +532,7 @@ class TableStore:
                 if backup:
                     self._link_backup(self.csv_path, self._checkpoint_seq, self._checkpoint_rows)
                 return
-            tmp = self.csv_path.with_name(CSV_NAME + ".tmp")
+            tmp = self._temp_path()
             rows = len(self._rows)
             columns = [[c.name, c.type] for c in self.columns]
             started = time.monotonic()
@@ -558,6 +566,21 @@ class TableStore:
                 extra={"seq": seq, "rows": rows, "ms": round(self._last_export_s * 1000, 1)},
             )
 
+    def _temp_path(self) -> Path:
+        """A temp name of our own: an export child orphaned by a crash never shares it."""
+        self._temp_count += 1
+        return self.csv_path.with_name(f"{CSV_NAME}.{os.getpid()}-{self._temp_count}.tmp")
+
+    def _become_export_child(self, parent: int) -> None:
+        # Die with the parent and drop every inherited descriptor (the DATA_DIR lock, the
+        # listening socket, the databases): a server restarted after a crash is never locked
+        # out, answered by a dead listener, or raced by a leftover writer.
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+
     async def _export(self, tmp: Path) -> None:
         header = [c.name for c in self.columns]
         rows, order = self._rows, self._order
@@ -565,10 +588,12 @@ class TableStore:
             snapshot = [(i, *rows[i][1]) for i in order]
             await asyncio.to_thread(write_csv, tmp, header, snapshot)
             return
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: a frozen copy of the table, written from the other core
             code = 1
             try:
+                self._become_export_child(parent)
                 write_csv(tmp, header, ((i, *rows[i][1]) for i in order))
                 code = 0
             except BaseException as exc:
@@ -650,7 +675,7 @@ class TableStore:
                 raise Unavailable(f"backup {chosen.name} cannot be read: {exc}") from None
         # Keep the table being replaced, as it is now.
         await self.checkpoint(backup=True)
-        tmp = self.csv_path.with_name(CSV_NAME + ".tmp")
+        tmp = self._temp_path()
         header = [c.name for c in loaded.columns]
         await asyncio.to_thread(write_csv, tmp, header, ((i, *vals) for i, vals in loaded.rows))
         replace_file(tmp, self.csv_path)

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import portalocker
+
 from tests.conftest import Client, ServerProcess, login
 
 Connect = Callable[..., Awaitable[Client]]
@@ -212,3 +214,37 @@ async def test_journal_failure_is_unavailable_and_changes_nothing(make_server: M
     ack = await client.ask("add_csv", {"values": {"user": "stored_again"}})
     assert ack["ok"], ack
     assert ack["row"]["version"] == before["seq"] + 1
+
+
+async def test_a_crash_mid_export_leaves_no_writer_behind(
+    make_server: MakeServer, connect: Connect, tmp_path: Path
+) -> None:
+    data = tmp_path / "big"
+    data.mkdir()
+    with (data / "backend_table.csv").open("w") as fh:
+        fh.write("name,score,note\n")
+        fh.writelines(f"row_{n},{n},some text for row {n}\n" for n in range(300_000))
+    server = make_server({"CSV_FLUSH_S": "0"}, data_dir=data)
+    client = await connect(server.url, await login(server.url))
+    await client.ask("add_csv", {"values": {"name": "trigger"}})
+    deadline = time.monotonic() + 10
+    while not (crashed_temps := list(data.glob("backend_table.csv.*.tmp"))):  # an export is being written
+        assert time.monotonic() < deadline, "no export started"
+        await asyncio.sleep(0.005)
+    server.kill()
+    # The export child dies with the server and holds no share of the DATA_DIR lock.
+    deadline = time.monotonic() + 2
+    with (data / "backend_table.csv.lock").open("a") as lock_file:
+        while True:
+            try:
+                portalocker.lock(lock_file, portalocker.LOCK_EX | portalocker.LOCK_NB)
+                break
+            except portalocker.exceptions.LockException:
+                assert time.monotonic() < deadline, "an orphaned export still holds the data dir"
+                await asyncio.sleep(0.02)
+        portalocker.unlock(lock_file)
+    server.start()
+    client = await connect(server.url, await login(server.url))
+    page = await client.ask("fetch_csv", {"offset": 300_000, "limit": 5})
+    assert [row["values"]["name"] for row in page["rows"]] == ["trigger"]
+    assert not [path for path in crashed_temps if path.exists()]
