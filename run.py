@@ -12,6 +12,8 @@ from server.logs import configure_logging
 from server.settings import Settings, SettingsError
 from storage.table import TableLoadError
 
+SHUTDOWN_TIMEOUT_S = 2.0
+
 
 def main(argv: list[str]) -> int:
     try:
@@ -21,7 +23,16 @@ def main(argv: list[str]) -> int:
         return 2
     configure_logging(settings.log_level)
     try:
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            access_log=None,
+            # Sockets are closed first; a client slow to finish the close handshake must not
+            # hold up the final checkpoint.
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        )
     except TableLoadError as exc:
         print(f"tablecast: cannot load the table: {exc}", file=sys.stderr)
         return 1

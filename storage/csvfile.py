@@ -174,9 +174,10 @@ def _parse_ids(series: pd.Series, path: Path) -> list[int | None]:
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Value]]) -> None:
-    """Write a complete CSV and fsync it; the caller renames it into place."""
+    """Write a complete CSV and fsync it; the caller renames it into place. RFC 4180 line
+    ends (CRLF) make the writer quote any cell holding a bare CR, which would split a row."""
     with path.open("w", newline="", encoding="utf-8", buffering=_WRITE_BUFFER) as fh:
-        writer = csv.writer(fh, lineterminator="\n")
+        writer = csv.writer(fh, lineterminator="\r\n")
         writer.writerow(header)
         writer.writerows(rows)
         fh.flush()
@@ -193,7 +194,7 @@ def escape_formula(value: Value) -> Value:
 def csv_chunks(header: Sequence[str], rows: Iterable[Sequence[Value]], rows_per_chunk: int = 2000) -> Iterator[str]:
     """The table as CSV text in pieces, text cells formula-escaped, for streaming downloads."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)
     pending = 0
     for row in rows:

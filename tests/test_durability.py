@@ -188,12 +188,17 @@ async def test_hand_edit_while_stopped_is_served_as_a_new_change(make_server: Ma
 async def test_clean_stop_leaves_the_csv_current(make_server: MakeServer, connect: Connect) -> None:
     server = make_server({"CSV_FLUSH_S": "60"})
     client = await connect(server.url, await login(server.url))
-    ack = await client.ask("add_csv", {"values": {"user": "written_at_stop"}})
+    ack = await client.ask("add_csv", {"values": {"user": "written_at_stop", "broker": "carriage\rreturn"}})
     await client.disconnect()
     assert server.stop() == 0
     rows = read_csv(server.data_dir / "backend_table.csv")
     assert rows[-1]["user"] == "written_at_stop"
     assert int(rows[-1]["id"]) == ack["row"]["id"]
+    assert rows[-1]["broker"] == "carriage\rreturn"
+    server.start()
+    client = await connect(server.url, await login(server.url))
+    page = await client.ask("fetch_csv", {"offset": ack["row"]["id"] - 1, "limit": 1})
+    assert page["rows"] == [ack["row"]]
 
 
 async def test_journal_failure_is_unavailable_and_changes_nothing(make_server: MakeServer, connect: Connect) -> None:
