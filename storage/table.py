@@ -210,7 +210,7 @@ class TableStore:
             tmp = self._temp_path()
             header = [c.name for c in loaded.columns]
             await asyncio.to_thread(write_csv, tmp, header, ((i, *vals) for i, vals in loaded.rows))
-            replace_file(tmp, self.csv_path)
+            await asyncio.to_thread(replace_file, tmp, self.csv_path)  # unlinking a big old CSV takes ms
         await self._become(loaded, seq, max(max_id, max((i for i, _ in loaded.rows), default=0)))
         log.info("table adopted from csv", extra={"rows": len(self._rows), "seq": seq})
 
@@ -527,44 +527,48 @@ class TableStore:
         """Bring the CSV on disk up to the current seq. With `backup`, the replaced version
         is kept in backups/ whatever the interval."""
         async with self._checkpoint_lock:
-            seq, mark = self._seq, self.mark()
-            if seq == self._checkpoint_seq:
-                if backup:
-                    self._link_backup(self.csv_path, self._checkpoint_seq, self._checkpoint_rows)
-                return
-            tmp = self._temp_path()
-            rows = len(self._rows)
-            columns = [[c.name, c.type] for c in self.columns]
-            started = time.monotonic()
-            await self._export(tmp)
-            self._last_export_s = time.monotonic() - started
-            # The snapshot may hold changes still in flight: it becomes official only once
-            # they are durable, and never if any of them was undone.
-            try:
-                await self.settle(mark)
-            except Unavailable:
-                tmp.unlink(missing_ok=True)
-                raise
-            fp = fingerprint(tmp)
-            await self._journal.set_meta({"pending_seq": seq, "pending_fp": fp, "pending_columns": columns})
-            self._maybe_backup(force=backup)
-            replace_file(tmp, self.csv_path)
-            prune = min(seq, self._committed_seq - self._config.history_keep)
-            await self._journal.finish_checkpoint(
-                {
-                    "checkpoint_seq": seq,
-                    "checkpoint_fp": fp,
-                    "checkpoint_rows": rows,
-                    "columns": columns,
-                    "pending_fp": None,
-                },
-                prune_through=prune,
-            )
-            self._checkpoint_seq, self._checkpoint_rows = seq, rows
-            log.info(
-                "csv checkpoint written",
-                extra={"seq": seq, "rows": rows, "ms": round(self._last_export_s * 1000, 1)},
-            )
+            await self._checkpoint(backup)
+
+    async def _checkpoint(self, backup: bool) -> None:
+        """Callers hold the checkpoint lock."""
+        seq, mark = self._seq, self.mark()
+        if seq == self._checkpoint_seq:
+            if backup:
+                self._link_backup(self.csv_path, self._checkpoint_seq, self._checkpoint_rows)
+            return
+        tmp = self._temp_path()
+        rows = len(self._rows)
+        columns = [[c.name, c.type] for c in self.columns]
+        started = time.monotonic()
+        await self._export(tmp)
+        self._last_export_s = time.monotonic() - started
+        # The snapshot may hold changes still in flight: it becomes official only once
+        # they are durable, and never if any of them was undone.
+        try:
+            await self.settle(mark)
+        except Unavailable:
+            tmp.unlink(missing_ok=True)
+            raise
+        fp = fingerprint(tmp)
+        await self._journal.set_meta({"pending_seq": seq, "pending_fp": fp, "pending_columns": columns})
+        self._maybe_backup(force=backup)
+        await asyncio.to_thread(replace_file, tmp, self.csv_path)  # unlinking a big old CSV takes ms
+        prune = min(seq, self._committed_seq - self._config.history_keep)
+        await self._journal.finish_checkpoint(
+            {
+                "checkpoint_seq": seq,
+                "checkpoint_fp": fp,
+                "checkpoint_rows": rows,
+                "columns": columns,
+                "pending_fp": None,
+            },
+            prune_through=prune,
+        )
+        self._checkpoint_seq, self._checkpoint_rows = seq, rows
+        log.info(
+            "csv checkpoint written",
+            extra={"seq": seq, "rows": rows, "ms": round(self._last_export_s * 1000, 1)},
+        )
 
     def _temp_path(self) -> Path:
         """A temp name of our own: an export child orphaned by a crash never shares it."""
@@ -673,15 +677,16 @@ class TableStore:
                 loaded = await asyncio.to_thread(load_csv, self.backup_dir / chosen.name, None)
             except (CsvFormatError, OSError) as exc:
                 raise Unavailable(f"backup {chosen.name} cannot be read: {exc}") from None
-        # Keep the table being replaced, as it is now.
-        await self.checkpoint(backup=True)
-        tmp = self._temp_path()
-        header = [c.name for c in loaded.columns]
-        await asyncio.to_thread(write_csv, tmp, header, ((i, *vals) for i, vals in loaded.rows))
-        replace_file(tmp, self.csv_path)
-        seq = self._seq + 1
-        max_id = max(self._max_id, max((i for i, _ in loaded.rows), default=0))
-        await self._become(loaded, seq, max_id)
+        async with self._checkpoint_lock:
+            # Keep the table being replaced, as it is now.
+            await self._checkpoint(backup=True)
+            tmp = self._temp_path()
+            header = [c.name for c in loaded.columns]
+            await asyncio.to_thread(write_csv, tmp, header, ((i, *vals) for i, vals in loaded.rows))
+            await asyncio.to_thread(replace_file, tmp, self.csv_path)  # unlinking a big old CSV takes ms
+            seq = self._seq + 1
+            max_id = max(self._max_id, max((i for i, _ in loaded.rows), default=0))
+            await self._become(loaded, seq, max_id)
         payload = {"op": "reset", "seq": seq, "by": by, "ts": now_ms()}
         for listener in self._listeners:
             listener([payload])
