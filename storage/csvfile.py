@@ -7,7 +7,7 @@ import io
 import math
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,6 +19,7 @@ ColumnType = Literal["integer", "number", "text"]
 Value = int | float | str | None
 ID_COLUMN = "id"
 _WRITE_BUFFER = 1 << 20
+_CHUNK_ROWS = 250_000
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -106,14 +107,18 @@ def _convert(series: pd.Series, kind: ColumnType, name: str) -> list[Value]:
     return out.tolist()
 
 
-def load_csv(path: Path, types: dict[str, ColumnType] | None = None) -> LoadedCsv:
+def load_csv(
+    path: Path, types: dict[str, ColumnType] | None = None, progress: Callable[[int], None] | None = None
+) -> LoadedCsv:
     """Parse a table. `types` (from our own last export) pins column types; without it they
-    are inferred. A file without an `id` column gets ids 1..n in file order."""
+    are inferred. A file without an `id` column gets ids 1..n in file order. `progress` is
+    told the rows parsed so far, every `_CHUNK_ROWS`."""
     names = _read_header(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(
+            chunks = []
+            for chunk in pd.read_csv(
                 path,
                 dtype=str,
                 keep_default_na=False,
@@ -122,7 +127,12 @@ def load_csv(path: Path, types: dict[str, ColumnType] | None = None) -> LoadedCs
                 encoding="utf-8-sig",
                 names=names,
                 header=0,
-            )
+                chunksize=_CHUNK_ROWS,
+            ):
+                chunks.append(chunk)
+                if progress is not None:
+                    progress(sum(len(c) for c in chunks))
+            frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=names, dtype=str)
     except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError) as exc:
         raise CsvFormatError(f"{path}: {exc}") from None
     count = len(frame)

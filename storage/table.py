@@ -195,10 +195,21 @@ class TableStore:
         self.loaded = True
 
     def _load(self, path: Path, types: dict[str, ColumnType] | None) -> LoadedCsv:
+        started = time.monotonic()
+
+        def progress(rows: int) -> None:
+            rate = rows / max(time.monotonic() - started, 1e-6)
+            log.info("loading table", extra={"path": str(path), "rows_parsed": rows, "rows_per_s": int(rate)})
+
         try:
-            return load_csv(path, types)
+            loaded = load_csv(path, types, progress)
         except (CsvFormatError, OSError) as exc:
             raise TableLoadError(str(exc)) from None
+        log.info(
+            "table parsed",
+            extra={"rows": len(loaded.rows), "seconds": round(time.monotonic() - started, 2)},
+        )
+        return loaded
 
     async def _adopt_file(self, seq: int, max_id: int) -> None:
         """First start, or a CSV edited by hand while we were stopped: it becomes the table,
