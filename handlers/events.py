@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import socketio
@@ -52,14 +53,57 @@ class SocketState:
 
 
 Action = Callable[[SocketState, Any], Awaitable[dict[str, Any]]]
+# Told of every handled event: (event name, "ok" or the error code, seconds to the ack).
+# Events the server does not handle are reported under the name "unknown".
+EventObserver = Callable[[str, str, float], None]
+UNKNOWN_EVENT = "unknown"
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """What a client->server event is: the handler method that serves it, its payload model."""
+
+    method: str
+    model: type[Payload]
+    guest: bool = False  # guests may call it
+    quiet: bool = False  # reads: logged at debug level only
 
 
 @dataclass(frozen=True)
 class Event:
     action: Action
     model: type[Payload]
-    guest: bool = False  # guests may call it
-    quiet: bool = False  # reads: logged at debug level only
+    guest: bool = False
+    quiet: bool = False
+
+
+# Every client->server event, defined once: the handlers register these and the API documents
+# describe them, so neither can miss one.
+EVENTS: Mapping[str, EventSpec] = MappingProxyType(
+    {
+        "register": EventSpec("_register", Credentials, guest=True),
+        "login": EventSpec("_login", Credentials, guest=True),
+        "ping": EventSpec("_ping", Empty, guest=True, quiet=True),
+        "logout": EventSpec("_logout", Empty),
+        "fetch_csv": EventSpec("_fetch_csv", FetchCsv, quiet=True),
+        "add_csv": EventSpec("_add_csv", AddCsv),
+        "update_csv": EventSpec("_update_csv", UpdateCsv),
+        "delete_csv": EventSpec("_delete_csv", DeleteCsv),
+        "lock_row": EventSpec("_lock_row", RowRef),
+        "unlock_row": EventSpec("_unlock_row", RowRef),
+        "list_backups": EventSpec("_list_backups", Empty, quiet=True),
+        "restore_backup": EventSpec("_restore_backup", RestoreBackup),
+        "numbers": EventSpec("_numbers", Numbers, quiet=True),
+        "subscribe": EventSpec("_subscribe", Subscription),
+        "unsubscribe": EventSpec("_unsubscribe", Subscription),
+        "ohlc-stream": EventSpec("_ohlc_stream", Empty),
+    }
+)
+
+
+def event_table() -> Mapping[str, EventSpec]:
+    """The events the handlers register (name -> payload model and flags), for the API documents."""
+    return EVENTS
 
 
 def token_from(auth: Any, environ: dict[str, Any]) -> str | None:
@@ -87,31 +131,22 @@ class SocketHandlers:
         *,
         rate_limit: float,
         rate_burst: float,
+        on_event: EventObserver | None = None,
     ) -> None:
         self._sio = sio
+        self._on_event = on_event
         self._auth = auth
         self._tables = tables
         self._streams = streams
         self._rate_limit = rate_limit
         self._rate_burst = rate_burst
         self.sockets: dict[str, SocketState] = {}
-        self._events: dict[str, Event] = {
-            "register": Event(self._register, Credentials, guest=True),
-            "login": Event(self._login, Credentials, guest=True),
-            "ping": Event(self._ping, Empty, guest=True, quiet=True),
-            "logout": Event(self._logout, Empty),
-            "fetch_csv": Event(self._fetch_csv, FetchCsv, quiet=True),
-            "add_csv": Event(self._add_csv, AddCsv),
-            "update_csv": Event(self._update_csv, UpdateCsv),
-            "delete_csv": Event(self._delete_csv, DeleteCsv),
-            "lock_row": Event(self._lock_row, RowRef),
-            "unlock_row": Event(self._unlock_row, RowRef),
-            "list_backups": Event(self._list_backups, Empty, quiet=True),
-            "restore_backup": Event(self._restore_backup, RestoreBackup),
-            "numbers": Event(self._numbers, Numbers, quiet=True),
-            "subscribe": Event(self._subscribe, Subscription),
-            "unsubscribe": Event(self._unsubscribe, Subscription),
-            "ohlc-stream": Event(self._ohlc_stream, Empty),
+        self._events = self._table()
+
+    def _table(self) -> dict[str, Event]:
+        """Every client->server event bound to the method that serves it."""
+        return {
+            name: Event(getattr(self, spec.method), spec.model, spec.guest, spec.quiet) for name, spec in EVENTS.items()
         }
 
     def register(self) -> None:
@@ -211,12 +246,24 @@ class SocketHandlers:
                 log.exception("event failed", extra={"sid": sid, "socket_event": name})
                 ack = Internal("internal error; nothing was changed").envelope()
             self._log(name, event, state, ack, started)
+            self._observe(name, ack, started)
             return ack
 
         return handle
 
     async def _unknown(self, name: str, sid: str, *args: Any) -> dict[str, Any]:
-        return InvalidInput(f"unknown event {name!r}", field="event").envelope()
+        started = time.perf_counter()
+        ack = InvalidInput(f"unknown event {name!r}", field="event").envelope()
+        self._observe(UNKNOWN_EVENT, ack, started)
+        return ack
+
+    def _observe(self, name: str, ack: dict[str, Any], started: float) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(name, "ok" if ack.get("ok") is True else ack["error"]["code"], time.perf_counter() - started)
+        except Exception:
+            log.exception("event observer failed", extra={"socket_event": name})
 
     def _admit(self, state: SocketState) -> None:
         if state.bucket is None:

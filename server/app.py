@@ -13,9 +13,12 @@ from aiohttp import web
 
 from handlers.events import SocketHandlers
 from server import tasks
+from server.apidocs import setup_apidocs
 from server.broadcast import Broadcaster
-from server.context import SERVICES, SETTINGS, SIO, Services
+from server.console import same_origin_or, setup_console
+from server.context import METRICS, SERVICES, SETTINGS, SIO, Services
 from server.errors import error_middleware
+from server.metrics import Metrics
 from server.rest import routes
 from server.settings import Settings
 from storage.journal import Journal
@@ -33,14 +36,18 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
-        cors_allowed_origins=list(settings.cors_origins),
+        cors_allowed_origins=same_origin_or(settings.cors_origins),
         max_http_buffer_size=settings.max_payload_bytes,
         logger=False,
         engineio_logger=False,
     )
     sio.attach(app)
     app[SIO] = sio
+    app[METRICS] = metrics = Metrics()
+    app.router.add_get("/metrics", metrics.handle)
     app.add_routes(routes)
+    setup_apidocs(app)
+    setup_console(app)
     cors = aiohttp_cors.setup(
         app,
         defaults={
@@ -70,7 +77,7 @@ async def disconnect_sockets(app: web.Application) -> None:
 
 
 async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings, sio = app[SETTINGS], app[SIO]
+    settings, sio, metrics = app[SETTINGS], app[SIO], app[METRICS]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     table = TableStore(
         TableConfig(
@@ -82,6 +89,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
             max_cell_chars=settings.max_cell_chars,
         ),
         Journal(settings.db_path),
+        on_commit=metrics.journal_committed,
     )
     await table.open()
     db = await aiosqlite.connect(settings.db_path)
@@ -99,9 +107,16 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         locks = InMemoryLockStore(ttl_s=settings.lock_ttl_s, cooldown_s=settings.edit_cooldown_s)
         tables = TableService(table, locks, PresenceConfig(grace_s=settings.lock_grace_s))
         sockets = SocketHandlers(
-            sio, auth, tables, streams, rate_limit=settings.rate_limit, rate_burst=settings.rate_burst
+            sio,
+            auth,
+            tables,
+            streams,
+            rate_limit=settings.rate_limit,
+            rate_burst=settings.rate_burst,
+            on_event=metrics.event_handled,
         )
         sockets.register()
+        metrics.watch(sio, sockets, tables)
         app[SERVICES] = Services(auth=auth, tables=tables, streams=streams, sockets=sockets)
         yield
     finally:
@@ -110,8 +125,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def background_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings, sio, services = app[SETTINGS], app[SIO], app[SERVICES]
-    broadcaster = Broadcaster(sio)
+    settings, sio, services, metrics = app[SETTINGS], app[SIO], app[SERVICES], app[METRICS]
+    broadcaster = Broadcaster(sio, metrics)
     services.tables.table.add_listener(broadcaster.table_changed)
     services.tables.locks.set_sink(broadcaster.lock_changed)
     jobs = [
@@ -124,7 +139,9 @@ async def background_ctx(app: web.Application) -> AsyncIterator[None]:
             name="lock-sweep",
         ),
         asyncio.create_task(
-            tasks.every(settings.random_interval_s, "random", lambda: tasks.draw_number(sio, services.streams)),
+            tasks.every(
+                settings.random_interval_s, "random", lambda: tasks.draw_number(sio, services.streams, metrics)
+            ),
             name="random",
         ),
         asyncio.create_task(

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import socketio
 
 from handlers.events import AUTHENTICATED
+from server.metrics import Metrics, room_size
 from storage.locks import LockEvent
 
 log = logging.getLogger("tablecast.broadcast")
 
 
+async def emit(sio: socketio.AsyncServer, metrics: Metrics | None, name: str, payload: Any, room: str) -> None:
+    """Emit to a room; with metrics, count its recipients and time it."""
+    if metrics is None:
+        await sio.emit(name, payload, room=room)
+        return
+    recipients = room_size(sio, room)
+    started = time.perf_counter()
+    await sio.emit(name, payload, room=room)
+    metrics.broadcast_sent(name, recipients, time.perf_counter() - started)
+
+
 class Broadcaster:
-    def __init__(self, sio: socketio.AsyncServer) -> None:
+    def __init__(self, sio: socketio.AsyncServer, metrics: Metrics | None = None) -> None:
         self._sio = sio
+        self._metrics = metrics
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
     def table_changed(self, payloads: list[dict[str, Any]]) -> None:
@@ -30,7 +44,7 @@ class Broadcaster:
         while True:
             name, payload = await self._queue.get()
             try:
-                await self._sio.emit(name, payload, room=AUTHENTICATED)
+                await emit(self._sio, self._metrics, name, payload, AUTHENTICATED)
             except Exception:
                 log.exception("broadcast failed", extra={"socket_event": name})
 

@@ -8,6 +8,7 @@ import socketio
 from aiohttp import web
 
 from handlers.events import SocketHandlers
+from server.metrics import Metrics
 from server.settings import Settings
 from storage.numbers import StreamService
 from storage.table_service import TableService
@@ -25,3 +26,4 @@ class Services:
 SETTINGS = web.AppKey("settings", Settings)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 SERVICES = web.AppKey("services", Services)
+METRICS = web.AppKey("metrics", Metrics)

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 import socketio
 
 from handlers.events import LEGACY_OHLC_ROOM, RANDOM_ROOM, SocketHandlers, ohlc_room
+from server.broadcast import emit
+from server.metrics import Metrics
 from storage.numbers import StreamService
 from storage.table_service import TableService
 from storage.users import AuthService
@@ -36,14 +38,16 @@ async def sweep_locks(tables: TableService, handlers: SocketHandlers) -> None:
     await handlers.expire_sessions()
 
 
-async def draw_number(sio: socketio.AsyncServer, streams: StreamService) -> None:
+async def draw_number(sio: socketio.AsyncServer, streams: StreamService, metrics: Metrics | None = None) -> None:
     tick, candles = await streams.draw()
-    await sio.emit("random_number", tick.wire(), room=RANDOM_ROOM)
+    if metrics is not None:
+        metrics.random_drawn()
+    await emit(sio, metrics, "random_number", tick.wire(), RANDOM_ROOM)
     for candle in candles:
-        await sio.emit("ohlc", candle.wire(), room=ohlc_room(candle.interval))
+        await emit(sio, metrics, "ohlc", candle.wire(), ohlc_room(candle.interval))
         if candle.closed and candle.interval == "1m":
             bar = {k: v for k, v in candle.wire().items() if k in ("time", "open", "high", "low", "close")}
-            await sio.emit("ohlc-data", bar, room=LEGACY_OHLC_ROOM)
+            await emit(sio, metrics, "ohlc-data", bar, LEGACY_OHLC_ROOM)
 
 
 async def maintenance(streams: StreamService, auth: AuthService) -> None:

@@ -54,6 +54,7 @@ log = logging.getLogger("tablecast.table")
 
 Row = tuple[int, tuple[Value, ...]]  # (version, values of every column but id)
 ChangeListener = Callable[[list[dict[str, Any]]], None]
+CommitObserver = Callable[[int, float], None]  # (changes in the batch, seconds the commit took)
 CSV_NAME = "backend_table.csv"
 _BACKUP_NAME = re.compile(r"^backend_table-(\d{8}T\d{6}\.\d{3})Z-seq(\d+)-rows(\d+)\.csv$")
 
@@ -105,9 +106,10 @@ class Change:
 
 
 class TableStore:
-    def __init__(self, config: TableConfig, journal: Journal) -> None:
+    def __init__(self, config: TableConfig, journal: Journal, on_commit: CommitObserver | None = None) -> None:
         self._config = config
         self._journal = journal
+        self._on_commit = on_commit
         self.csv_path = config.data_dir / CSV_NAME
         self.backup_dir = config.data_dir / "backups"
         self.columns: list[Column] = []
@@ -480,6 +482,7 @@ class TableStore:
             self._wake.clear()
             while self._queue:
                 batch, self._queue = self._queue, []
+                started = time.perf_counter()
                 try:
                     await self._journal.append([c.record() for c in batch], batch[-1].max_id_after)
                 except Exception:
@@ -487,6 +490,7 @@ class TableStore:
                     self._fail([*batch, *self._queue])
                     self._queue = []
                     break
+                elapsed = time.perf_counter() - started
                 self._committed_seq = batch[-1].seq
                 payloads = [c.payload for c in batch]
                 self._history.extend(payloads)
@@ -499,6 +503,11 @@ class TableStore:
                         listener(payloads)
                     except Exception:
                         log.exception("change listener failed")
+                if self._on_commit is not None:
+                    try:
+                        self._on_commit(len(batch), elapsed)
+                    except Exception:
+                        log.exception("commit observer failed")
 
     def _fail(self, changes: Sequence[Change]) -> None:
         for change in reversed(changes):
