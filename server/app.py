@@ -153,7 +153,11 @@ async def background_ctx(app: web.Application) -> AsyncIterator[None]:
             name="maintenance",
         ),
     ]
-    log.info("ready", extra={"url": f"http://{settings.host}:{settings.port}/", "rows": services.tables.table.total})
+    url = f"http://{settings.host}:{settings.port}"
+    log.info(
+        "ready",
+        extra={"console": f"{url}/", "docs": f"{url}/docs", "rows": services.tables.table.total},
+    )
     yield
     await services.tables.table.settle_quietly()
     await broadcaster.drain()
