@@ -177,6 +177,7 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
 
     async def make(url: str, token: str | None = None, transports: list[str] | None = None, **kw: Any) -> Client:
         client = Client()
+        clients.append(client)  # before connecting: a refused client still needs closing
         await client.connect(
             url,
             auth={"token": token} if token else None,
@@ -184,13 +185,16 @@ async def connect() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
             wait_timeout=10,
             **kw,
         )
-        clients.append(client)
         return client
 
     yield make
     for client in clients:
         with contextlib.suppress(Exception):
             await client.disconnect()
+        # A socket the server dropped leaves the Engine.IO client's HTTP session open.
+        http = getattr(client.eio, "http", None)
+        if http is not None and not http.closed:
+            await http.close()
 
 
 @pytest.fixture
