@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -98,6 +99,23 @@ class ServerProcess:
         return code
 
 
+def node_with(package: str, modules: Path) -> str:
+    """The node executable, once `modules` (a node_modules folder) holds `package`. Skipped
+    when missing on a developer's machine, an error in CI."""
+    executable = shutil.which("node")
+    problem = None
+    if executable is None:
+        problem = "node is not on PATH"
+    elif not (modules / package / "package.json").is_file():
+        problem = f"{modules} lacks {package}; run `npm ci --prefix {modules.parent.relative_to(ROOT)}`"
+    if problem is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{problem} (CI is set, so this is an error)")
+        pytest.skip(problem)
+    assert executable is not None
+    return executable
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path_factory.mktemp("shared") / "data").start()
@@ -153,6 +171,15 @@ class Client(socketio.AsyncClient):  # type: ignore[misc]
         result = await self.call(event, *args, timeout=timeout) if args else await self.call(event, timeout=timeout)
         assert isinstance(result, dict), result
         return result
+
+    async def drop(self) -> None:
+        """Close at once, without waiting for a pending long-poll to come back."""
+        reader = self.eio.read_loop_task
+        await self.eio.disconnect(abort=True)
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
 
     def of(self, name: str) -> list[Any]:
         return [data for event, data in self.events if event == name]

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -39,7 +38,7 @@ from server.errors import HTTP_STATUS
 from storage import errors as domain_errors
 from storage.schemas import BROADCASTS, EVENT_RESULTS, ErrorCode
 from tests.conftest import BROADCASTS as RECORDED_BROADCASTS
-from tests.conftest import Client, ServerProcess, login, unique_user
+from tests.conftest import Client, ServerProcess, login, node_with, unique_user
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 DOC_URI = "urn:tablecast:asyncapi"
@@ -221,18 +220,7 @@ async def test_asyncapi_lists_every_event_and_broadcast(server: ServerProcess) -
 
 @pytest.fixture
 def node_parser() -> str:
-    executable = shutil.which("node")
-    problem = None
-    if executable is None:
-        problem = "node is not on PATH"
-    elif not (NODE_DIR / "node_modules" / "@asyncapi" / "parser" / "package.json").is_file():
-        problem = f"{NODE_DIR / 'node_modules'} lacks @asyncapi/parser; run `npm ci --prefix tests/node`"
-    if problem is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{problem} (CI is set, so this is an error)")
-        pytest.skip(problem)
-    assert executable is not None
-    return executable
+    return node_with("@asyncapi/parser", NODE_DIR / "node_modules")
 
 
 async def test_asyncapi_passes_the_official_parser(server: ServerProcess, node_parser: str) -> None:

@@ -134,12 +134,7 @@ async def polling_client(url: str, token: str | None = None, **kwargs: Any) -> A
     try:
         yield client
     finally:
-        reader = client.eio.read_loop_task
-        await client.eio.disconnect(abort=True)
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+        await client.drop()
 
 
 async def raw_polling_connect(url: str, auth: dict[str, Any] | None) -> tuple[str, Any]:

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import sys
 from typing import Any
 
-import pytest
-
-from tests.conftest import ROOT, ServerProcess
+from tests.conftest import ROOT, ServerProcess, node_with
 
 EXAMPLES = ROOT / "examples"
 
@@ -45,11 +41,7 @@ async def test_python_example(server: ServerProcess) -> None:
 
 
 async def test_node_example(server: ServerProcess) -> None:
-    node = shutil.which("node")
-    if node is None or not (EXAMPLES / "node_modules").exists():
-        if os.environ.get("CI"):
-            pytest.fail("node and examples/node_modules are needed (npm ci --prefix examples)")
-        pytest.skip("node or examples/node_modules missing")
+    node = node_with("socket.io-client", EXAMPLES / "node_modules")
     code, out, err = await run(node, str(EXAMPLES / "node_client.mjs"), server.url, "example_js", "6")
     assert code == 0, err
     seen = broadcasts(out)

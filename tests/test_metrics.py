@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -42,12 +41,7 @@ async def polling_guest() -> AsyncIterator[Callable[[str], Awaitable[Client]]]:
 
     yield make
     for client in clients:
-        reader = client.eio.read_loop_task
-        await client.eio.disconnect(abort=True)
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+        await client.drop()
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:

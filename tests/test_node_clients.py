@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import Client, ServerProcess, login, unique_user
+from tests.conftest import Client, ServerProcess, login, node_with, unique_user
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 SETTINGS = {"RANDOM_INTERVAL_S": "0.2"}
@@ -31,18 +30,7 @@ CLOSE_WAIT_S = 75
 @pytest.fixture
 def node() -> str:
     """The node executable, once tests/node has its dependencies installed."""
-    executable = shutil.which("node")
-    problem = None
-    if executable is None:
-        problem = "node is not on PATH"
-    elif not (NODE_DIR / "node_modules" / "socket.io-client" / "package.json").is_file():
-        problem = f"{NODE_DIR / 'node_modules'} is missing; run `npm ci --prefix tests/node`"
-    if problem is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{problem} (CI is set, so this is an error)")
-        pytest.skip(problem)
-    assert executable is not None
-    return executable
+    return node_with("socket.io-client", NODE_DIR / "node_modules")
 
 
 async def run_node(node: str, script: str, variables: dict[str, str], timeout: float) -> dict[str, Any]:
