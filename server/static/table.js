@@ -9,6 +9,9 @@ const HEAD_H = 40; // px, matches .grid-head
 const MAX_SCROLL_PX = 15_000_000; // below every browser's element height limit
 const KEEP_PAGES = 16; // cached pages; the farthest from view are dropped
 const WIDTH = { id: 70, actions: 250, integer: 110, number: 130, text: 170 };
+// Below this grid width the id and actions columns shrink; both stay pinned on the left.
+const COMPACT_BELOW = 640;
+const COMPACT = { id: 52, actions: 172 };
 
 const escapeHtml = (s) =>
   String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -304,13 +307,22 @@ export class TableView {
   }
 
   layoutColumns() {
-    const widths = [WIDTH.id, WIDTH.actions, ...this.columns.slice(1).map((c) => WIDTH[c.type] || WIDTH.text)];
+    const compact = this.grid.clientWidth < COMPACT_BELOW;
+    if (compact !== this.compact) {
+      this.compact = compact;
+      this.grid.classList.toggle("compact", compact);
+      this.tick();
+    }
+    const pinned = compact ? COMPACT : WIDTH;
+    const widths = [pinned.id, pinned.actions, ...this.columns.slice(1).map((c) => WIDTH[c.type] || WIDTH.text)];
     const sum = widths.reduce((a, b) => a + b, 0);
     const avail = this.grid.clientWidth;
     const last = widths.length - 1;
     if (sum < avail) widths[last] += avail - sum;
     this.width = Math.max(sum, avail);
     this.grid.style.setProperty("--cols", widths.map((w) => `${w}px`).join(" "));
+    this.grid.style.setProperty("--id-w", `${pinned.id}px`);
+    this.grid.style.setProperty("--pinned-w", `${pinned.id + pinned.actions}px`);
     this.layer.style.width = `${this.width}px`;
   }
 
@@ -460,13 +472,18 @@ export class TableView {
 
   tick() {
     const now = this.now();
+    // A narrow window shows the time first, so the ellipsis cuts the name instead; the row's
+    // colour and its Save button already say a lock is yours.
     for (const el of this.layer.querySelectorAll("[data-expires]")) {
       const left = Number(el.dataset.expires) - now;
-      el.textContent = `${el.dataset.who} · ${left > 0 ? countdown(left) : "ending…"}`;
+      const time = left > 0 ? countdown(left) : "ending…";
+      if (!this.compact) el.textContent = `${el.dataset.who} · ${time}`;
+      else el.textContent = el.dataset.who === "you" ? time : `${time} · ${el.dataset.who}`;
     }
     for (const el of this.layer.querySelectorAll("[data-cooldown]")) {
       const left = Number(el.dataset.cooldown) - now;
-      el.textContent = left > 0 ? `cooldown ${seconds(left / 1000)}` : "cooldown ending…";
+      const time = left > 0 ? seconds(left / 1000) : "ending…";
+      el.textContent = this.compact ? `${time} · cooldown` : `cooldown ${time}`;
     }
   }
 
