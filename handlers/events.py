@@ -164,7 +164,7 @@ class SocketHandlers:
         if token is not None:
             try:
                 session = await self._auth.verify(token)
-            except Unauthorized as exc:
+            except DomainError as exc:  # a bad token, or sessions that cannot be read
                 log.info("connect refused", extra={"sid": sid, "reason": exc.message})
                 refusal = socketio.exceptions.ConnectionRefusedError()
                 # Top-level code/message for python clients; `data` for socket.io-client's err.data.

@@ -126,7 +126,7 @@ REST: dict[tuple[str, str], RouteDoc] = {
         "Register a username with a password.",
         201,
         RegisterResult,
-        ("invalid_input", "username_taken", "payload_too_large", "internal"),
+        ("invalid_input", "username_taken", "payload_too_large", "unavailable", "internal"),
         body=Credentials,
     ),
     ("POST", "/api/login"): RouteDoc(
@@ -136,7 +136,7 @@ REST: dict[tuple[str, str], RouteDoc] = {
         "after that its password must match.",
         200,
         LoginResult,
-        ("invalid_input", "unauthorized", "payload_too_large", "internal"),
+        ("invalid_input", "unauthorized", "payload_too_large", "unavailable", "internal"),
         body=Credentials,
     ),
     ("POST", "/api/logout"): RouteDoc(
@@ -145,7 +145,7 @@ REST: dict[tuple[str, str], RouteDoc] = {
         "Revoke the bearer token for good; every socket that used it becomes a guest at once.",
         200,
         EmptyResult,
-        ("unauthorized", "internal"),
+        ("unauthorized", "unavailable", "internal"),
         bearer=True,
     ),
     ("GET", "/api/fetch_csv"): RouteDoc(

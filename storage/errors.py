@@ -3,7 +3,13 @@ into the `{ok: false, error: {code, message, ...details}}` envelope."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import functools
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class DomainError(Exception):
@@ -85,3 +91,19 @@ class Unavailable(DomainError):
 
 class Internal(DomainError):
     code = "internal"
+
+
+def storage_failures_unavailable(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A database that fails (disk full, I/O error, locked) is `unavailable`, not a bug.
+    Constraint violations are decided by the caller, so they pass through."""
+
+    @functools.wraps(fn)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise Unavailable(f"storage failed ({exc}); nothing was changed") from exc
+
+    return guarded

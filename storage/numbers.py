@@ -9,6 +9,7 @@ from typing import Any
 
 import aiosqlite
 
+from storage.errors import storage_failures_unavailable
 from storage.models import OHLC_INTERVALS
 
 _SCHEMA = """
@@ -83,6 +84,7 @@ class StreamService:
                 if candles:
                     self._live[interval] = candles[-1]
 
+    @storage_failures_unavailable
     async def draw(self) -> tuple[Tick, list[Candle]]:
         """The next step of the walk, stored, with the candle updates it causes (closes first)."""
         previous = self._last.value if self._last else START_VALUE
@@ -112,11 +114,13 @@ class StreamService:
             updates.append(live)
         return updates
 
+    @storage_failures_unavailable
     async def numbers(self, limit: int) -> list[dict[str, Any]]:
         async with self._db.execute("SELECT value, ts FROM random_numbers ORDER BY seq DESC LIMIT ?", (limit,)) as cur:
             rows = await cur.fetchall()
         return [{"value": value, "ts": ts} for value, ts in reversed(list(rows))]
 
+    @storage_failures_unavailable
     async def history(self, interval: str, count: int) -> list[dict[str, Any]]:
         """The last `count` closed candles, rebuilt from the stored numbers."""
         if count == 0:
@@ -150,6 +154,7 @@ class StreamService:
             for bucket, low, high, ticks, first, last in groups
         ]
 
+    @storage_failures_unavailable
     async def prune(self) -> None:
         """Drop numbers past retention, always keeping the newest so the walk and seq go on."""
         cutoff = int(time.time() * 1000) - self._retention_ms

@@ -18,7 +18,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from storage.errors import Unauthorized, UsernameTaken
+from storage.errors import Unauthorized, UsernameTaken, storage_failures_unavailable
 
 _ALGORITHM = "HS256"
 _SCHEMA = """
@@ -78,6 +78,7 @@ class AuthService:
         await self._db.executescript(_SCHEMA)
         await self._db.commit()
 
+    @storage_failures_unavailable
     async def register(self, username: str, password: str) -> dict[str, Any]:
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
         try:
@@ -90,6 +91,7 @@ class AuthService:
             raise UsernameTaken(f"username {username!r} is taken") from None
         return {"username": username}
 
+    @storage_failures_unavailable
     async def login(self, username: str, password: str) -> tuple[dict[str, Any], Session]:
         stored = await self._password_hash(username)
         if stored is None and self._config.auto_register:
@@ -135,6 +137,7 @@ class AuthService:
         }
         return body, session
 
+    @storage_failures_unavailable
     async def verify(self, token: str) -> Session:
         try:
             claims = jwt.decode(
@@ -158,10 +161,12 @@ class AuthService:
             raise Unauthorized("token revoked")
         return Session(username=sub, jti=jti, expires_at=int(row[1]))
 
+    @storage_failures_unavailable
     async def logout(self, jti: str) -> None:
         await self._db.execute("UPDATE sessions SET revoked = 1 WHERE jti = ?", (jti,))
         await self._db.commit()
 
+    @storage_failures_unavailable
     async def prune_sessions(self) -> None:
         """Expired sessions can no longer be used; a revoked one is kept until it expires."""
         await self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (int(time.time() * 1000),))

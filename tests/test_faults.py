@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import socketio
 
@@ -63,6 +64,15 @@ async def test_full_disk_is_unavailable_and_recovers(
     row = (await client.ask("fetch_csv", {"limit": 1}))["rows"][0]
     stored = [a["row"] for a in outcomes if a["ok"]]
     assert row == (stored[-1] if stored else before["rows"][0])  # the failed write left no trace
+    # Users and sessions live on the same full disk: a login cannot be stored either.
+    answers = []
+    async with aiohttp.ClientSession() as http:
+        for n in range(10):
+            resp = await http.post(f"{server.url}/api/login", json={"username": f"full_{n}", "password": "pw"})
+            answers.append((resp.status, (await resp.json()).get("error", {}).get("code")))
+            if resp.status != 200:
+                break
+    assert answers[-1] == (503, "unavailable"), answers
     filler.unlink()
     ack = await client.ask("update_csv", {"id": 1, "values": {"user": "room again"}})
     assert ack["ok"], ack
