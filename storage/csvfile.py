@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -216,7 +215,3 @@ def csv_chunks(header: Sequence[str], rows: Iterable[Sequence[Value]], rows_per_
             buffer.truncate()
             pending = 0
     yield buffer.getvalue()
-
-
-def is_finite_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,7 +137,6 @@ class TableStore:
         self._lock_file: IO[str] | None = None
         self._temp_count = 0
         self._closing = False
-        self.loaded = False
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -194,7 +193,6 @@ class TableStore:
 
     def _start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="table-journal-writer")
-        self.loaded = True
 
     def _load(self, path: Path, types: dict[str, ColumnType] | None) -> LoadedCsv:
         started = time.monotonic()
@@ -220,12 +218,16 @@ class TableStore:
         if loaded.rewritten:
             # Keep the file as it was before we add or move its id column.
             self._link_backup(self.csv_path, seq - 1, len(loaded.rows))
-            tmp = self._temp_path()
-            header = [c.name for c in loaded.columns]
-            await asyncio.to_thread(write_csv, tmp, header, ((i, *vals) for i, vals in loaded.rows))
-            await asyncio.to_thread(replace_file, tmp, self.csv_path)  # unlinking a big old CSV takes ms
+            await self._replace_csv_with(loaded)
         await self._become(loaded, seq, max(max_id, max((i for i, _ in loaded.rows), default=0)))
         log.info("table adopted from csv", extra={"rows": len(self._rows), "seq": seq})
+
+    async def _replace_csv_with(self, loaded: LoadedCsv) -> None:
+        """Write `loaded` as the CSV on disk: temp file, fsync, rename, fsync of the directory."""
+        tmp = self._temp_path()
+        header = [c.name for c in loaded.columns]
+        await asyncio.to_thread(write_csv, tmp, header, ((i, *vals) for i, vals in loaded.rows))
+        await asyncio.to_thread(replace_file, tmp, self.csv_path)  # unlinking a big old CSV takes ms
 
     async def _become(self, loaded: LoadedCsv, seq: int, max_id: int) -> None:
         """Make `loaded` (already on disk as the CSV) the table at `seq`, every row at that version."""
@@ -339,10 +341,14 @@ class TableStore:
     def committed_seq(self) -> int:
         return self._committed_seq
 
+    def _csv_rows(self) -> Iterator[tuple[Value, ...]]:
+        """The table's CSV rows (id first) in id order, read lazily from the current rows."""
+        rows = self._rows
+        return ((i, *rows[i][1]) for i in self._order)
+
     def rows_for_export(self) -> tuple[list[str], list[tuple[Value, ...]]]:
         """A consistent copy of the table for a streamed download (rows are immutable tuples)."""
-        rows = self._rows
-        return [c.name for c in self.columns], [(i, *rows[i][1]) for i in self._order]
+        return [c.name for c in self.columns], list(self._csv_rows())
 
     # ---- writes ----------------------------------------------------------------------
 
@@ -607,9 +613,8 @@ class TableStore:
 
     async def _export(self, tmp: Path) -> None:
         header = [c.name for c in self.columns]
-        rows, order = self._rows, self._order
         if not hasattr(os, "fork"):
-            snapshot = [(i, *rows[i][1]) for i in order]
+            snapshot = list(self._csv_rows())  # copied here: the writing thread runs beside new edits
             await asyncio.to_thread(write_csv, tmp, header, snapshot)
             return
         parent = os.getpid()
@@ -618,7 +623,7 @@ class TableStore:
             code = 1
             try:
                 self._become_export_child(parent)
-                write_csv(tmp, header, ((i, *rows[i][1]) for i in order))
+                write_csv(tmp, header, self._csv_rows())
                 code = 0
             except BaseException as exc:
                 print(f"csv export failed: {exc!r}", file=sys.stderr)
@@ -700,10 +705,7 @@ class TableStore:
         async with self._checkpoint_lock:
             # Keep the table being replaced, as it is now.
             await self._checkpoint(backup=True)
-            tmp = self._temp_path()
-            header = [c.name for c in loaded.columns]
-            await asyncio.to_thread(write_csv, tmp, header, ((i, *vals) for i, vals in loaded.rows))
-            await asyncio.to_thread(replace_file, tmp, self.csv_path)  # unlinking a big old CSV takes ms
+            await self._replace_csv_with(loaded)
             seq = self._seq + 1
             max_id = max(self._max_id, max((i for i, _ in loaded.rows), default=0))
             await self._become(loaded, seq, max_id)
