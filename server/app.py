@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import aiohttp_cors
 import aiosqlite
-import socketio
 from aiohttp import web
 
 from handlers.events import SocketHandlers
@@ -18,6 +17,7 @@ from server.broadcast import Broadcaster
 from server.console import same_origin_or, setup_console
 from server.context import METRICS, SERVICES, SETTINGS, SIO, Services
 from server.errors import error_middleware
+from server.fanout import DirectManager, FanoutServer
 from server.metrics import Metrics
 from server.rest import routes
 from server.settings import Settings
@@ -34,7 +34,8 @@ log = logging.getLogger("tablecast.app")
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_payload_bytes)
     app[SETTINGS] = settings
-    sio = socketio.AsyncServer(
+    sio = FanoutServer(
+        client_manager=DirectManager(),
         async_mode="aiohttp",
         cors_allowed_origins=same_origin_or(settings.cors_origins),
         max_http_buffer_size=settings.max_payload_bytes,
