@@ -42,11 +42,17 @@ class Broadcaster:
 
     async def run(self) -> None:
         while True:
-            name, payload = await self._queue.get()
-            try:
-                await emit(self._sio, self._metrics, name, payload, AUTHENTICATED)
-            except Exception:
-                log.exception("broadcast failed", extra={"socket_event": name})
+            batch = [await self._queue.get()]
+            # The writers of these changes were woken by the same commit: one turn of the
+            # loop lets their acks go out before the fan-out of their changes.
+            await asyncio.sleep(0)
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            for name, payload in batch:
+                try:
+                    await emit(self._sio, self._metrics, name, payload, AUTHENTICATED)
+                except Exception:
+                    log.exception("broadcast failed", extra={"socket_event": name})
 
     async def drain(self) -> None:
         while not self._queue.empty():
