@@ -175,6 +175,13 @@ class FanoutServer(socketio.AsyncServer):  # type: ignore[misc]
     direct path too, so an ack leaves with the broadcasts of the same tick, not after them,
     and whose long-polling answers stay within what every client accepts."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Socket.IO already runs each event handler in a task of its own; a second task per
+        # incoming Engine.IO message only adds cost, and inline handling keeps a socket's
+        # packets decoded in the order they came.
+        self.eio.async_handlers = False
+
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         socket = self.eio.sockets.get(eio_sid)  # created just before this event, not yet polled
         if socket is not None:
