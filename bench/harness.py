@@ -1,5 +1,7 @@
-"""Shared pieces of the benchmarks: a generated table, the real server as a subprocess in a
-private temporary DATA_DIR, REST login, websocket clients and latency statistics.
+"""Shared pieces of the benchmarks: a generated table (cached per size), the real server and
+the Node reference server (bench/reference) as subprocesses in private temporary directories,
+the Node load generator (bench/load) driven with measurement marks, REST login, websocket
+clients, CPU and memory readings from /proc, and latency statistics.
 
 Everything the benchmarks report goes to stdout as JSON lines; progress and server trouble
 go to stderr through `note`.
@@ -19,18 +21,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import socketio
 
 ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = ROOT / "bench" / "reference"
+LOAD_DIR = ROOT / "bench" / "load"
 CSV_NAME = "backend_table.csv"
 HEADER = ("user", "broker", "API key", "API secret", "pnl", "margin", "max_risk")
 BROKERS = ("Zerodha", "Upstox", "Angel One", "ICICI Direct", "Kotak Securities", "Fyers", "Dhan", "5paisa")
@@ -109,16 +114,43 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _spawn(argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(argv), cwd=ROOT, env=dict(env), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
 @dataclass
 class Server:
-    """A running `python run.py` on a private DATA_DIR."""
+    """A running server process (`python run.py`, or the Node reference) on a private
+    directory, serving `/healthz` once its table is loaded."""
 
+    name: str
     rows: int
     data_dir: Path
     log_path: Path
     port: int
-    proc: subprocess.Popen[bytes]
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] = field(init=False)
     load_s: float = 0.0
+    stop_s: float = 0.0
+
+    def start(self) -> float:
+        """Spawn the process and wait until it serves; the seconds from spawn to ready."""
+        started = time.perf_counter()
+        self.proc = _spawn(self.argv, self.env, self.log_path)
+        self.wait_ready(LOAD_TIMEOUT_S)
+        self.load_s = time.perf_counter() - started
+        note(f"{self.name} pid {self.pid} serving {self.rows} rows on port {self.port} after {self.load_s:.2f}s")
+        return self.load_s
+
+    def restart(self) -> float:
+        """SIGTERM, then start again on the same directory; the seconds to ready again (the
+        stop's are in `stop_s`)."""
+        self.stop()
+        return self.start()
 
     @property
     def url(self) -> str:
@@ -140,11 +172,11 @@ class Server:
         deadline = started + timeout_s
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
-                raise BenchError(f"server exited with {self.proc.returncode} while loading:\n{self.log_tail()}")
+                raise BenchError(f"{self.name} exited with {self.proc.returncode} while loading:\n{self.log_tail()}")
             if _healthy(self.url):
                 return
             time.sleep(0.05)
-        raise BenchError(f"server not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
+        raise BenchError(f"{self.name} not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
 
     def stop(self) -> int:
         """SIGTERM, then wait for the final checkpoint and a clean exit."""
@@ -155,13 +187,14 @@ class Server:
         try:
             code = self.proc.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            note(f"server {self.pid} still running {STOP_TIMEOUT_S:.0f}s after SIGTERM; killing it")
+            note(f"{self.name} {self.pid} still running {STOP_TIMEOUT_S:.0f}s after SIGTERM; killing it")
             self.proc.kill()
             self.proc.wait(10)
-            raise BenchError(f"server did not stop on SIGTERM:\n{self.log_tail()}") from None
-        note(f"server stopped in {time.perf_counter() - started:.2f}s (exit code {code})")
+            raise BenchError(f"{self.name} did not stop on SIGTERM:\n{self.log_tail()}") from None
+        self.stop_s = time.perf_counter() - started
+        note(f"{self.name} stopped in {self.stop_s:.2f}s (exit code {code})")
         if code != 0:
-            note(f"server exit code {code}; log tail:\n{self.log_tail()}")
+            note(f"{self.name} exit code {code}; log tail:\n{self.log_tail()}")
         return code
 
 
@@ -173,41 +206,108 @@ def _server_env(data_dir: Path, port: int, settings: Mapping[str, str]) -> dict[
     return env
 
 
-@contextlib.contextmanager
-def running_server(rows: int, settings: Mapping[str, str] | None = None, seed: int = 1) -> Iterator[Server]:
-    """Generate a `rows`-row table in a fresh temporary DATA_DIR, start the server on it and
-    wait until it serves; on exit stop it with SIGTERM and remove the directory."""
-    workdir = Path(tempfile.mkdtemp(prefix="tablecast-bench-"))
-    server: Server | None = None
-    try:
-        data_dir = workdir / "data"
-        data_dir.mkdir()
-        started = time.perf_counter()
-        write_table(data_dir / CSV_NAME, rows, seed)
-        note(f"{rows} rows generated in {time.perf_counter() - started:.2f}s")
-        port = free_port()
-        log_path = workdir / "server.log"
-        with log_path.open("ab") as log:
+class TableCache:
+    """Generated tables, one file per (rows, seed), made once and copied into each server's
+    directory: a million-row table takes seconds to generate."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="tablecast-bench-tables-"))
+        self._paths: dict[tuple[int, int], Path] = {}
+
+    def path(self, rows: int, seed: int = 1) -> Path:
+        key = (rows, seed)
+        if key not in self._paths:
+            path = self.dir / f"table-{rows}-{seed}.csv"
             started = time.perf_counter()
-            proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "run.py")],
-                cwd=ROOT,
-                env=_server_env(data_dir, port, settings or {}),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        server = Server(rows=rows, data_dir=data_dir, log_path=log_path, port=port, proc=proc)
-        server.wait_ready(LOAD_TIMEOUT_S)
-        server.load_s = time.perf_counter() - started
-        note(f"server pid {server.pid} serving {rows} rows on port {port} after {server.load_s:.2f}s")
+            write_table(path, rows, seed)
+            note(f"{rows} rows generated in {time.perf_counter() - started:.2f}s")
+            self._paths[key] = path
+        return self._paths[key]
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _place_table(path: Path, rows: int, seed: int, table: Path | None) -> None:
+    if table is not None:
+        shutil.copyfile(table, path)
+        return
+    started = time.perf_counter()
+    write_table(path, rows, seed)
+    note(f"{rows} rows generated in {time.perf_counter() - started:.2f}s")
+
+
+@contextlib.contextmanager
+def _serving(server: Server, workdir: Path) -> Iterator[Server]:
+    try:
+        server.start()
         yield server
     finally:
         try:
-            if server is not None:
+            if hasattr(server, "proc"):
                 server.stop()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_server(
+    rows: int, settings: Mapping[str, str] | None = None, seed: int = 1, table: Path | None = None
+) -> Iterator[Server]:
+    """Generate a `rows`-row table (or copy `table`, a file of that many rows) into a fresh
+    temporary DATA_DIR, start the server on it and wait until it serves; on exit stop it with
+    SIGTERM and remove the directory."""
+    workdir = Path(tempfile.mkdtemp(prefix="tablecast-bench-"))
+    data_dir = workdir / "data"
+    data_dir.mkdir()
+    try:
+        _place_table(data_dir / CSV_NAME, rows, seed, table)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    port = free_port()
+    server = Server(
+        name="tablecast",
+        rows=rows,
+        data_dir=data_dir,
+        log_path=workdir / "server.log",
+        port=port,
+        argv=[sys.executable, str(ROOT / "run.py")],
+        env=_server_env(data_dir, port, settings or {}),
+    )
+    with _serving(server, workdir) as serving:
+        yield serving
+
+
+@contextlib.contextmanager
+def running_reference(rows: int, seed: int = 1, table: Path | None = None) -> Iterator[Server]:
+    """The Node reference server (bench/reference/server.mjs) on a copy of the same table,
+    as `running_server` does for Tablecast."""
+    node = node_path()
+    if not (REFERENCE_DIR / "node_modules" / "socket.io").is_dir():
+        raise BenchError(f"the reference server is not installed: run `npm ci --prefix {REFERENCE_DIR}`")
+    workdir = Path(tempfile.mkdtemp(prefix="tablecast-bench-reference-"))
+    csv_path = workdir / CSV_NAME
+    try:
+        _place_table(csv_path, rows, seed, table)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k in _KEPT_ENV}
+    # A million rows of small objects do not fit V8's default old space on small machines.
+    env["NODE_OPTIONS"] = "--max-old-space-size=8192"
+    server = Server(
+        name="reference",
+        rows=rows,
+        data_dir=workdir,
+        log_path=workdir / "server.log",
+        port=port,
+        argv=[node, str(REFERENCE_DIR / "server.mjs"), "--csv", str(csv_path), "--port", str(port)],
+        env=env,
+    )
+    with _serving(server, workdir) as serving:
+        yield serving
 
 
 async def login(http: aiohttp.ClientSession, url: str, username: str, password: str = PASSWORD) -> str:
@@ -324,3 +424,187 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
         "mean_ms": round(statistics.fmean(samples_ms), 4),
         "max_ms": round(max(samples_ms), 4),
     }
+
+
+def node_path() -> str:
+    node = shutil.which("node")
+    if node is None:
+        raise BenchError("node is not on PATH (Node 18 or newer runs the reference server and the load)")
+    return node
+
+
+def rss_kb(pid: int | str) -> int | None:
+    """VmRSS of a process in KiB; None when it is gone or there is no /proc."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def process_ticks(pid: int | str, with_children: bool = False) -> int | None:
+    """CPU ticks (utime + stime, every thread) used so far by a process and, if asked, by its
+    forked children, live or reaped (Tablecast's CSV checkpoints run in one)."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return None
+    ticks = _own_ticks(fields)
+    if with_children:
+        try:
+            ticks += _reaped_ticks(fields) + _live_children_ticks(int(pid))
+        except (OSError, ValueError, IndexError):
+            return None
+    return ticks
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One instant: the wall clock, the machine's busy ticks, and CPU ticks and RSS of each
+    named process (None where unreadable)."""
+
+    wall_s: float
+    machine_ticks: int | None
+    ticks: dict[str, int | None]
+    rss: dict[str, int | None]
+
+
+def probe(pids: Mapping[str, int], with_children: frozenset[str] = frozenset()) -> Probe:
+    try:
+        machine: int | None = _machine_busy_ticks()
+    except (OSError, ValueError):
+        machine = None
+    return Probe(
+        wall_s=time.perf_counter(),
+        machine_ticks=machine,
+        ticks={name: process_ticks(pid, name in with_children) for name, pid in pids.items()},
+        rss={name: rss_kb(pid) for name, pid in pids.items()},
+    )
+
+
+def _tick_delta(before: Probe, after: Probe, name: str) -> int | None:
+    a, b = before.ticks.get(name), after.ticks.get(name)
+    return None if a is None or b is None else b - a
+
+
+def cpu_pct(before: Probe | None, after: Probe | None, name: str) -> float | None:
+    """Percent of one core the named process used between two probes."""
+    if before is None or after is None or after.wall_s <= before.wall_s:
+        return None
+    ticks = _tick_delta(before, after, name)
+    if ticks is None:
+        return None
+    return round(100.0 * ticks / os.sysconf("SC_CLK_TCK") / (after.wall_s - before.wall_s), 1)
+
+
+def cpu_seconds(before: Probe | None, after: Probe | None, name: str) -> float | None:
+    if before is None or after is None:
+        return None
+    ticks = _tick_delta(before, after, name)
+    return None if ticks is None else ticks / os.sysconf("SC_CLK_TCK")
+
+
+def other_cpu_cores(before: Probe | None, after: Probe | None) -> float | None:
+    """Cores used between two probes by everything on the machine but the named processes: a
+    high figure means the run was measured on a contended machine."""
+    if before is None or after is None or before.machine_ticks is None or after.machine_ticks is None:
+        return None
+    ours = 0
+    for name in before.ticks:
+        delta = _tick_delta(before, after, name)
+        if delta is None:
+            return None
+        ours += delta
+    wall_s = after.wall_s - before.wall_s
+    if wall_s <= 0:
+        return None
+    other = max(0, after.machine_ticks - before.machine_ticks - ours)
+    return round(other / os.sysconf("SC_CLK_TCK") / wall_s, 2)
+
+
+@dataclass
+class LoadRun:
+    """What one run of the Node load generator gave: its JSON result, a probe at each of its
+    `@mark` lines, and its wall time."""
+
+    result: dict[str, Any]
+    marks: dict[str, Probe]
+    wall_s: float
+
+    @property
+    def error(self) -> str | None:
+        error = self.result.get("error")
+        return None if error is None else str(error)
+
+    def window(self, start: str = "window_start", end: str = "window_end") -> tuple[Probe | None, Probe | None]:
+        return self.marks.get(start), self.marks.get(end)
+
+
+def _pump(stream: IO[bytes], on_line: Callable[[str], None]) -> None:
+    for raw in iter(stream.readline, b""):
+        on_line(raw.decode(errors="replace").rstrip("\n"))
+
+
+def run_load(config: Mapping[str, Any], server: Server, timeout_s: float) -> LoadRun:
+    """Run bench/load/load.mjs once against `server` with `config` (see DEFAULTS there) and
+    wait for its one JSON line, at most `timeout_s`. At each `@mark NAME` it prints, the
+    server, the generator and this process are probed (the server with its forked children)
+    before the generator is let go on."""
+    node = node_path()
+    if not (LOAD_DIR / "node_modules" / "socket.io-client").is_dir():
+        raise BenchError(f"the load generator is not installed: run `npm ci --prefix {LOAD_DIR}`")
+    full = {"url": server.url, "password": PASSWORD, **config, "marks": True}
+    # The generator's own deadline comes first, so a stuck run still yields its JSON line.
+    full.setdefault("deadline_s", max(10.0, timeout_s - 15.0))
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [node, str(LOAD_DIR / "load.mjs"), json.dumps(full)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    if proc.stdin is None or proc.stdout is None or proc.stderr is None:
+        raise BenchError("the load generator's pipes did not open")
+    stdin = proc.stdin
+    pids = {"server": server.pid, "load": proc.pid, "self": os.getpid()}
+    marks: dict[str, Probe] = {}
+    out: list[str] = []
+
+    def on_stderr(line: str) -> None:
+        if line.startswith("@mark "):
+            marks[line[6:].strip()] = probe(pids, with_children=frozenset({"server"}))
+            with contextlib.suppress(OSError):
+                stdin.write(b"\n")
+                stdin.flush()
+        elif line:
+            note(f"load: {line}")
+
+    readers = [
+        threading.Thread(target=_pump, args=(proc.stderr, on_stderr), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stdout, out.append), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        raise BenchError(f"the load generator ({config.get('mode')}) did not finish in {timeout_s:.0f}s") from None
+    finally:
+        for reader in readers:
+            reader.join(5)
+        with contextlib.suppress(OSError):
+            stdin.close()
+    lines = [line for line in out if line.strip()]
+    if not lines:
+        raise BenchError(f"the load generator ({config.get('mode')}) exited with {proc.returncode} and no result")
+    try:
+        result = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        raise BenchError(f"the load generator printed no JSON: {lines[-1][:200]!r}") from None
+    if not isinstance(result, dict):
+        raise BenchError(f"the load generator printed {result!r}, not an object")
+    return LoadRun(result=result, marks=marks, wall_s=time.perf_counter() - started)
