@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiohttp_cors
-import aiosqlite
 from aiohttp import web
 
 from handlers.events import SocketHandlers
@@ -21,6 +20,7 @@ from server.fanout import DirectManager, FanoutServer
 from server.metrics import Metrics
 from server.rest import routes
 from server.settings import Settings
+from storage.db import Database
 from storage.journal import Journal
 from storage.locks import InMemoryLockStore
 from storage.numbers import StreamService
@@ -93,9 +93,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         on_commit=metrics.journal_committed,
     )
     await table.open()
-    db = await aiosqlite.connect(settings.db_path)
-    await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute("PRAGMA busy_timeout=5000")
+    db = await Database.open(settings.db_path)
     try:
         auth = AuthService(
             db,

@@ -7,8 +7,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-import aiosqlite
-
+from storage.db import Database
 from storage.errors import storage_failures_unavailable
 from storage.models import OHLC_INTERVALS
 
@@ -64,7 +63,7 @@ def bucket_start(ts_ms: int, interval: str) -> int:
 
 
 class StreamService:
-    def __init__(self, db: aiosqlite.Connection, retention_s: float, rng: random.Random | None = None) -> None:
+    def __init__(self, db: Database, retention_s: float, rng: random.Random | None = None) -> None:
         self._db = db
         self._retention_ms = int(retention_s * 1000)
         self._rng = rng or random.Random()
@@ -72,10 +71,8 @@ class StreamService:
         self._live: dict[str, Candle] = {}
 
     async def init(self) -> None:
-        await self._db.executescript(_SCHEMA)
-        await self._db.commit()
-        async with self._db.execute("SELECT seq, value, ts FROM random_numbers ORDER BY seq DESC LIMIT 1") as cur:
-            row = await cur.fetchone()
+        await self._db.script(_SCHEMA)
+        row = await self._db.row("SELECT seq, value, ts FROM random_numbers ORDER BY seq DESC LIMIT 1")
         if row is not None:
             self._last = Tick(int(row[0]), float(row[1]), int(row[2]))
             for interval in OHLC_INTERVALS:
@@ -90,10 +87,9 @@ class StreamService:
         previous = self._last.value if self._last else START_VALUE
         value = round(min(100.0, max(0.0, previous + self._rng.uniform(-MAX_STEP, MAX_STEP))), 2)
         tick = Tick(seq=(self._last.seq if self._last else 0) + 1, value=value, ts=int(time.time() * 1000))
-        await self._db.execute(
+        await self._db.write(
             "INSERT INTO random_numbers (seq, value, ts) VALUES (?, ?, ?)", (tick.seq, tick.value, tick.ts)
         )
-        await self._db.commit()
         self._last = tick
         return tick, self._advance(tick)
 
@@ -116,9 +112,8 @@ class StreamService:
 
     @storage_failures_unavailable
     async def numbers(self, limit: int) -> list[dict[str, Any]]:
-        async with self._db.execute("SELECT value, ts FROM random_numbers ORDER BY seq DESC LIMIT ?", (limit,)) as cur:
-            rows = await cur.fetchall()
-        return [{"value": value, "ts": ts} for value, ts in reversed(list(rows))]
+        rows = await self._db.rows("SELECT value, ts FROM random_numbers ORDER BY seq DESC LIMIT ?", (limit,))
+        return [{"value": value, "ts": ts} for value, ts in reversed(rows)]
 
     @storage_failures_unavailable
     async def history(self, interval: str, count: int) -> list[dict[str, Any]]:
@@ -133,22 +128,21 @@ class StreamService:
 
     async def _aggregate(self, interval: str, from_ms: int) -> list[Candle]:
         width_ms = OHLC_INTERVALS[interval] * 1000
-        async with self._db.execute(
+        groups = await self._db.rows(
             "SELECT ts / ? AS bucket, MIN(value), MAX(value), COUNT(*), MIN(seq), MAX(seq)"
             " FROM random_numbers WHERE ts >= ? GROUP BY bucket ORDER BY bucket",
             (width_ms, from_ms),
-        ) as cur:
-            groups = list(await cur.fetchall())
+        )
         if not groups:
             return []
         ends = sorted({g[4] for g in groups} | {g[5] for g in groups})
         values: dict[int, float] = {}
         for offset in range(0, len(ends), 500):
             part = ends[offset : offset + 500]
-            async with self._db.execute(
+            found = await self._db.rows(
                 f"SELECT seq, value FROM random_numbers WHERE seq IN ({','.join('?' * len(part))})", part
-            ) as cur:
-                values.update({int(s): float(v) for s, v in await cur.fetchall()})
+            )
+            values.update({int(s): float(v) for s, v in found})
         return [
             Candle(interval, int(bucket) * width_ms // 1000, values[first], high, low, values[last], ticks)
             for bucket, low, high, ticks, first, last in groups
@@ -158,7 +152,6 @@ class StreamService:
     async def prune(self) -> None:
         """Drop numbers past retention, always keeping the newest so the walk and seq go on."""
         cutoff = int(time.time() * 1000) - self._retention_ms
-        await self._db.execute(
+        await self._db.write(
             "DELETE FROM random_numbers WHERE ts < ? AND seq < (SELECT MAX(seq) FROM random_numbers)", (cutoff,)
         )
-        await self._db.commit()

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from storage.db import Database
 from storage.errors import Unauthorized, UsernameTaken, storage_failures_unavailable
 
 _ALGORITHM = "HS256"
@@ -66,7 +66,7 @@ class AuthConfig:
 
 
 class AuthService:
-    def __init__(self, db: aiosqlite.Connection, secret: bytes, config: AuthConfig) -> None:
+    def __init__(self, db: Database, secret: bytes, config: AuthConfig) -> None:
         self._db = db
         self._secret = secret
         self._config = config
@@ -75,18 +75,16 @@ class AuthService:
         self._dummy_hash = self._hasher.hash(secrets.token_hex(8))
 
     async def init(self) -> None:
-        await self._db.executescript(_SCHEMA)
-        await self._db.commit()
+        await self._db.script(_SCHEMA)
 
     @storage_failures_unavailable
     async def register(self, username: str, password: str) -> dict[str, Any]:
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
         try:
-            await self._db.execute(
+            await self._db.write(
                 "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?)",
                 (username, password_hash, int(time.time() * 1000)),
             )
-            await self._db.commit()
         except sqlite3.IntegrityError:
             raise UsernameTaken(f"username {username!r} is taken") from None
         return {"username": username}
@@ -112,8 +110,7 @@ class AuthService:
         return stored is not None
 
     async def _password_hash(self, username: str) -> str | None:
-        async with self._db.execute("SELECT password_hash FROM users WHERE username = ?", (username,)) as cur:
-            row = await cur.fetchone()
+        row = await self._db.row("SELECT password_hash FROM users WHERE username = ?", (username,))
         return None if row is None else str(row[0])
 
     async def _issue(self, username: str) -> tuple[dict[str, Any], Session]:
@@ -123,11 +120,10 @@ class AuthService:
         token = jwt.encode(
             {"sub": username, "iat": issued, "exp": expires, "jti": jti}, self._secret, algorithm=_ALGORITHM
         )
-        await self._db.execute(
+        await self._db.write(
             "INSERT INTO sessions (jti, username, issued_at, expires_at) VALUES (?, ?, ?, ?)",
             (jti, username, issued * 1000, expires * 1000),
         )
-        await self._db.commit()
         session = Session(username=username, jti=jti, expires_at=expires * 1000)
         body = {
             "access_token": token,
@@ -153,8 +149,7 @@ class AuthService:
         jti, sub = claims.get("jti"), claims.get("sub")
         if not isinstance(jti, str) or not isinstance(sub, str):
             raise Unauthorized("invalid token")
-        async with self._db.execute("SELECT username, expires_at, revoked FROM sessions WHERE jti = ?", (jti,)) as cur:
-            row = await cur.fetchone()
+        row = await self._db.row("SELECT username, expires_at, revoked FROM sessions WHERE jti = ?", (jti,))
         if row is None or row[0] != sub:
             raise Unauthorized("unknown session")
         if row[2]:
@@ -163,11 +158,9 @@ class AuthService:
 
     @storage_failures_unavailable
     async def logout(self, jti: str) -> None:
-        await self._db.execute("UPDATE sessions SET revoked = 1 WHERE jti = ?", (jti,))
-        await self._db.commit()
+        await self._db.write("UPDATE sessions SET revoked = 1 WHERE jti = ?", (jti,))
 
     @storage_failures_unavailable
     async def prune_sessions(self) -> None:
         """Expired sessions can no longer be used; a revoked one is kept until it expires."""
-        await self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (int(time.time() * 1000),))
-        await self._db.commit()
+        await self._db.write("DELETE FROM sessions WHERE expires_at < ?", (int(time.time() * 1000),))

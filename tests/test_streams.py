@@ -604,3 +604,36 @@ async def test_ping_answers_the_server_time(server: ServerProcess, connect: Conn
         assert ack["ok"] is True
         assert isinstance(ack["ts"], int), ack
         assert before - 50 <= ack["ts"] <= after + 50, (before, ack, after)
+
+
+async def test_draws_and_logins_go_on_while_sockets_connect_and_the_table_is_written(
+    make_server: Callable[..., ServerProcess], connect: Connect
+) -> None:
+    """Session reads (every connect), draws and logins share one database connection while
+    the journal writes through another: a read left open under a draw must never wedge it."""
+    srv = make_server({"RANDOM_INTERVAL_S": "0.02"})
+    tokens = [await login(srv.url) for _ in range(4)]
+    editor = await connect(srv.url, tokens[0])
+    assert (await editor.ask("lock_row", {"id": 1}))["ok"]
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            assert (await editor.ask("update_csv", {"id": 1, "values": {"pnl": n}}))["ok"]
+
+    async def churn(token: str) -> None:
+        while not stop.is_set():
+            client = await connect(srv.url, token)
+            await client.disconnect()
+
+    jobs = [asyncio.create_task(write()), *(asyncio.create_task(churn(t)) for t in tokens for _ in range(3))]
+    await asyncio.sleep(4)
+    stop.set()
+    await asyncio.gather(*jobs)
+    started = now_ms()
+    await asyncio.sleep(0.5)
+    await login(srv.url)  # a 503 here fails the test
+    numbers = (await editor.ask("numbers", {"limit": 5}))["numbers"]
+    assert numbers[-1]["ts"] >= started, f"the stream stopped drawing: {numbers}; log:\n{srv.log()[-3000:]}"

@@ -1,0 +1,53 @@
+"""The database of users, sessions and random numbers: one SQLite connection (WAL) shared by
+their services, used so that no statement is ever left half-done.
+
+Each call is one whole statement run to completion in aiosqlite's thread: a read fetches all
+its rows before any other statement can start, and a write commits on its own (autocommit).
+An open read under a write would pin a stale snapshot, and SQLite then refuses the write
+("database is locked") however long it waits; a failed write inside a transaction left open
+would refuse every later one on the connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+Params = Sequence[Any]
+Row = tuple[Any, ...]
+
+
+class Database:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: Path) -> Database:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA busy_timeout=5000")
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn)
+
+    async def script(self, sql: str) -> None:
+        """Schema statements, once at start."""
+        await self._conn.executescript(sql)
+
+    async def rows(self, sql: str, params: Params = ()) -> list[Row]:
+        return [tuple(row) for row in await self._conn.execute_fetchall(sql, params)]
+
+    async def row(self, sql: str, params: Params = ()) -> Row | None:
+        found = await self.rows(sql, params)
+        return found[0] if found else None
+
+    async def write(self, sql: str, params: Params = ()) -> None:
+        await self._conn.execute(sql, params)
+
+    async def close(self) -> None:
+        await self._conn.close()
