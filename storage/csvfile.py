@@ -1,29 +1,51 @@
-"""CSV files on disk: parsing with type inference, writing, and atomic replacement."""
+"""CSV files on disk: parsing with type inference, writing, and atomic replacement.
+
+Loading a million rows is mostly the parser making Python objects, so the loader asks it to
+make as few as possible: a column whose type is already known (our own checkpoint) is read
+straight as numbers, and a column is converted only once. Values always come out as the
+reference rules below define them (`_infer`, `_convert`, `_ids_from_text`); the fast paths
+are used only where they provably agree with those rules, and the file is read again the
+slow way when they might not.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import io
+import mmap
 import os
+import re
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 
+from storage.csvtext import ROWS_PER_BLOCK, Block, Value, csv_bytes, id_block, row_blocks
+
 ColumnType = Literal["integer", "number", "text"]
-Value = int | float | str | None
 ID_COLUMN = "id"
-_WRITE_BUFFER = 1 << 20
 _CHUNK_ROWS = 250_000
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_PREFIX_BLOCK = 8 << 20  # bytes of lines given their ids at a time
+_BOM = "\ufeff".encode()
+_TYPE_SAMPLE = 1000  # values tried as numbers before a whole column is
+_SHARE_SAMPLE = 4096  # values looked at to tell a column of few distinct values
+_SHARE_MAX_DISTINCT = 1024
+_EXACT_FLOAT_INTS = 2**53  # integers a float holds exactly
+_LEADING_ZERO = re.compile(r"^\s*[-+]?0\d")
+# The same test over ","-joined values: with no comma inside a value, every comma starts one.
+_LEADING_ZERO_JOINED = re.compile(r",\s*[-+]?0\d")
 
 
 class CsvFormatError(Exception):
     """The file cannot be served as a table; the message says why and where."""
+
+
+class _ReadAsText(Exception):
+    """A column read straight as numbers may not match the reference rules: read it as text."""
 
 
 @dataclass(frozen=True)
@@ -35,8 +57,23 @@ class Column:
 @dataclass
 class LoadedCsv:
     columns: list[Column]  # `id` first
-    rows: list[tuple[int, tuple[Value, ...]]]  # (id, the other columns' values), file order
+    ids: list[int]  # file order
+    values: list[tuple[Value, ...]]  # each row's other columns, in the order of `ids`
     rewritten: bool  # ids were added, moved or assigned: the file on disk differs
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def max_id(self) -> int:
+        return max(self.ids, default=0)
+
+    def blocks(self, start: int = 0, end: int | None = None) -> Iterator[Block]:
+        """The rows at positions [start, end) in file order, as blocks for `write_blocks`."""
+        stop = len(self.ids) if end is None else end
+        for first in range(start, stop, ROWS_PER_BLOCK):
+            last = min(first + ROWS_PER_BLOCK, stop)
+            yield id_block(self.ids[first:last], self.values[first:last])
 
 
 def fingerprint(path: Path) -> str | None:
@@ -61,7 +98,24 @@ def replace_file(tmp: Path, dest: Path) -> None:
     fsync_dir(dest.parent)
 
 
-def _read_header(path: Path) -> list[str]:
+# ---- loading ------------------------------------------------------------------------
+
+
+def load_csv(
+    path: Path, types: dict[str, ColumnType] | None = None, progress: Callable[[int], None] | None = None
+) -> LoadedCsv:
+    """Parse a table. `types` (from our own last export) pins column types; without it they
+    are inferred. A file without an `id` column gets ids 1..n in file order. `progress` is
+    told the rows parsed so far, every `_CHUNK_ROWS`."""
+    names = read_header(path)
+    if types:
+        with contextlib.suppress(_ReadAsText):
+            return _load(path, names, types, progress, direct=True)
+    return _load(path, names, types, progress, direct=False)
+
+
+def read_header(path: Path) -> list[str]:
+    """The column names, stripped; raises `CsvFormatError` for a header we cannot serve."""
     with path.open(newline="", encoding="utf-8-sig") as fh:
         header = next(csv.reader(fh), None)
     if not header:
@@ -75,143 +129,364 @@ def _read_header(path: Path) -> list[str]:
     return names
 
 
-def _infer(series: pd.Series) -> tuple[ColumnType, list[Value]]:
-    filled = (series != "").to_numpy()
-    present = series[filled]
-    if len(present) == 0 or present.str.match(r"^\s*[-+]?0\d").any():
-        return "text", [v if v != "" else None for v in series.tolist()]
-    numbers = pd.to_numeric(present, errors="coerce")
-    if numbers.isna().any() or not np.isfinite(numbers.to_numpy(dtype=float)).all():
-        return "text", [v if v != "" else None for v in series.tolist()]
-    kind: ColumnType = "integer" if pd.api.types.is_integer_dtype(numbers) else "number"
-    out = np.full(len(series), None, dtype=object)
-    out[filled] = numbers.tolist() if kind == "integer" else [float(x) for x in numbers.tolist()]
-    return kind, out.tolist()
-
-
-def _convert(series: pd.Series, kind: ColumnType, name: str) -> list[Value]:
-    if kind == "text":
-        return [v if v != "" else None for v in series.tolist()]
-    filled = (series != "").to_numpy()
-    numbers = pd.to_numeric(series[filled], errors="coerce")
-    if numbers.isna().any():
-        raise CsvFormatError(f"column {name!r} holds a value that is not a number")
-    out = np.full(len(series), None, dtype=object)
-    if kind == "integer":
-        if not pd.api.types.is_integer_dtype(numbers):
-            raise CsvFormatError(f"column {name!r} holds a value that is not an integer")
-        out[filled] = numbers.tolist()
+def _read(
+    path: Path, names: list[str], numbers: Collection[str], progress: Callable[[int], None] | None
+) -> dict[str, list[Any]]:
+    """Each column as a list of parts, one per chunk: a list of str for most columns; for
+    those in `numbers`, what the parser made of it with empty cells as NA (a masked
+    integer or float array when every cell is a number)."""
+    options: dict[str, Any] = {
+        "dtype": {name: object for name in names if name not in numbers},
+        "keep_default_na": False,
+        "names": names,
+        "header": 0,
+        "index_col": False,
+        "encoding": "utf-8-sig",
+        "chunksize": _CHUNK_ROWS,
+    }
+    if numbers:
+        options |= {"na_values": {name: [""] for name in numbers}, "dtype_backend": "numpy_nullable"}
     else:
-        out[filled] = [float(x) for x in numbers.tolist()]
-    return out.tolist()
-
-
-def load_csv(
-    path: Path, types: dict[str, ColumnType] | None = None, progress: Callable[[int], None] | None = None
-) -> LoadedCsv:
-    """Parse a table. `types` (from our own last export) pins column types; without it they
-    are inferred. A file without an `id` column gets ids 1..n in file order. `progress` is
-    told the rows parsed so far, every `_CHUNK_ROWS`."""
-    names = _read_header(path)
+        options["na_filter"] = False
+    parts: dict[str, list[Any]] = {name: [] for name in names}
+    rows = 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            chunks = []
-            for chunk in pd.read_csv(
-                path,
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                index_col=False,
-                encoding="utf-8-sig",
-                names=names,
-                header=0,
-                chunksize=_CHUNK_ROWS,
-            ):
-                chunks.append(chunk)
-                if progress is not None:
-                    progress(sum(len(c) for c in chunks))
-            frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=names, dtype=str)
+            with pd.read_csv(path, **options) as reader:
+                for chunk in reader:
+                    for name in names:
+                        column = chunk[name]
+                        parts[name].append(column.array if name in numbers else column.to_numpy().tolist())
+                    rows += len(chunk)
+                    if progress is not None:
+                        progress(rows)
     except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError) as exc:
         raise CsvFormatError(f"{path}: {exc}") from None
-    count = len(frame)
+    return parts
+
+
+def _joined(parts: list[list[str]]) -> list[str]:
+    if len(parts) == 1:
+        return parts[0]
+    out: list[str] = []
+    for part in parts:
+        out.extend(part)
+    return out
+
+
+def _load(
+    path: Path,
+    names: list[str],
+    types: dict[str, ColumnType] | None,
+    progress: Callable[[int], None] | None,
+    direct: bool,
+) -> LoadedCsv:
+    """Read the file once and convert each column. With `direct`, the columns of a pinned
+    numeric type, and the ids, are read straight as numbers (no text is made for them);
+    then `_ReadAsText` is raised wherever that reading might differ from the reference."""
+    numeric = [n for n in names if n != ID_COLUMN and (types or {}).get(n) in ("integer", "number")] if direct else []
+    # The parser reads an id of "+5" as 5; the id rule refuses it. No "+" in the file, no such id.
+    id_as_number = direct and ID_COLUMN in names and not _contains(path, b"+")
+    try:
+        parts = _read(path, names, [*numeric, *([ID_COLUMN] if id_as_number else [])], progress)
+    except (CsvFormatError, ValueError, TypeError, OverflowError):
+        if not direct:
+            raise
+        raise _ReadAsText from None  # reading it as text gives the reference error
+    count = sum(len(part) for part in parts[names[0]])
     rewritten = names[0] != ID_COLUMN
-    if ID_COLUMN in names:
-        ids = _parse_ids(frame[ID_COLUMN], path)
-        if None in ids:
-            next_id = max((i for i in ids if i is not None), default=0) + 1
-            for position, value in enumerate(ids):
-                if value is None:
-                    ids[position] = next_id
-                    next_id += 1
-            rewritten = True
-    else:
+    if ID_COLUMN not in names:
         ids = list(range(1, count + 1))
-    others = [name for name in names if name != ID_COLUMN]
+    elif id_as_number:
+        ids = _ids_from_numbers(parts.pop(ID_COLUMN))
+    else:
+        ids, assigned = _ids_from_text(_joined(parts.pop(ID_COLUMN)), path)
+        rewritten = rewritten or assigned
     columns = [Column(ID_COLUMN, "integer")]
     values: list[list[Value]] = []
-    for name in others:
-        series = frame[name]
-        if types is not None and name in types:
-            kind = types[name]
-            values.append(_convert(series, kind, name))
-        else:
-            kind, converted = _infer(series)
-            values.append(converted)
+    for name in names:
+        if name == ID_COLUMN:
+            continue
+        # Each column's parts are dropped once it is converted.
+        kind, converted = _column(parts.pop(name), (types or {}).get(name), name, name in numeric)
+        values.append(_share_repeats(converted, kind))
         columns.append(Column(name, kind))
-    row_values: list[tuple[Value, ...]] = list(zip(*values, strict=True)) if values else [()] * count
-    rows = [(int(row_id or 0), vals) for row_id, vals in zip(ids, row_values, strict=True)]
-    return LoadedCsv(columns=columns, rows=rows, rewritten=rewritten)
+    return LoadedCsv(columns=columns, ids=ids, values=_row_tuples(values, count), rewritten=rewritten)
 
 
-def _parse_ids(series: pd.Series, path: Path) -> list[int | None]:
+def _column(parts: list[Any], kind: ColumnType | None, name: str, direct: bool) -> tuple[ColumnType, list[Value]]:
+    """One column's type and values, from its parts as `_read` made them."""
+    if direct:
+        assert kind is not None
+        return kind, _pinned_numbers(parts, kind)
+    if kind is not None:
+        return kind, _convert(_joined(parts), kind, name)
+    return _infer(_joined(parts))
+
+
+def _contains(path: Path, needle: bytes) -> bool:
+    with path.open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return False
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return view.find(needle) != -1
+
+
+def _pinned_numbers(parts: list[Any], kind: ColumnType) -> list[Value]:
+    """A pinned numeric column from the parser's numbers, where they are what `_convert`
+    would make of the text: every cell parsed as an integer (or a float, for `number`),
+    and for `number` finite and within the integers a float holds exactly (beyond them an
+    integer's text and its float may round differently)."""
+    filled = [part for part in parts if not part.isna().all()]
+    kinds = {part.dtype.kind for part in filled}
+    if kind == "integer":
+        # int64 in one chunk and uint64 in another need not make an integer column.
+        if not kinds <= {"i", "u"} or len({part.dtype for part in filled}) > 1:
+            raise _ReadAsText
+    elif not kinds <= {"i", "u", "f"}:
+        raise _ReadAsText
+    out: list[Value] = []
+    for part in parts:
+        mask = np.asarray(part.isna())
+        if mask.all():
+            out.extend([None] * len(part))
+            continue
+        data = part.to_numpy(dtype=part.dtype.numpy_dtype, na_value=0)
+        if kind == "number":
+            # Beside float chunks, the text "-0" is -0.0 by the reference rule but 0 here.
+            if part.dtype.kind != "f" and "f" in kinds and (data[~mask] == 0).any():
+                raise _ReadAsText
+            data = data.astype(np.float64)
+            if not (np.isfinite(data).all() and (np.abs(data) < _EXACT_FLOAT_INTS).all()):
+                raise _ReadAsText
+        values: list[Value] = data.tolist()
+        for position in np.flatnonzero(mask).tolist():
+            values[position] = None
+        out.extend(values)
+    return out
+
+
+def _ids_from_numbers(parts: list[Any]) -> list[int]:
+    """Ids the parser read as integers; they follow the id rule when all are present,
+    positive and distinct (else the text read finds which line breaks it)."""
+    if not parts:
+        return []
+    if any(part.dtype.kind not in "iu" or part.dtype != parts[0].dtype or part.isna().any() for part in parts):
+        raise _ReadAsText
+    ids = np.concatenate([part.to_numpy(dtype=part.dtype.numpy_dtype) for part in parts])
+    if len(ids) and ids.min() < 1:
+        raise _ReadAsText
+    if not (ids[1:] > ids[:-1]).all() and len(np.unique(ids)) != len(ids):
+        raise _ReadAsText
+    result: list[int] = ids.tolist()
+    return result
+
+
+def _ids_from_text(raw: list[str], path: Path) -> tuple[list[int], bool]:
+    """The id rule: blank or a positive integer (surrounding whitespace allowed), each id
+    once; blank cells get new ids after the largest. Returns the ids and whether any was
+    assigned. Checked on whole columns; any doubt goes to `_ids_line_by_line`."""
+    stripped = list(map(str.strip, raw))
+    present = list(filter(None, stripped))
+    if present:
+        if not "".join(present).isdigit():
+            return _ids_line_by_line(raw, path)
+        try:
+            numbers = list(map(int, present))
+        except ValueError:  # a digit int() does not take: the reference raises it, line by line
+            return _ids_line_by_line(raw, path)
+        if min(numbers) < 1 or len(set(numbers)) != len(numbers):
+            return _ids_line_by_line(raw, path)
+    else:
+        numbers = []
+    if len(present) == len(raw):
+        return numbers, False
+    next_id = max(numbers, default=0) + 1
+    given = iter(numbers)
+    ids: list[int] = []
+    for text in stripped:
+        if text:
+            ids.append(next(given))
+        else:
+            ids.append(next_id)
+            next_id += 1
+    return ids, True
+
+
+def _ids_line_by_line(raw: list[str], path: Path) -> tuple[list[int], bool]:
+    """The id rule one line at a time, naming the first line that breaks it."""
     ids: list[int | None] = []
     seen: set[int] = set()
-    for line, raw in enumerate(series.tolist(), start=2):
-        text = raw.strip()
+    for line, value in enumerate(raw, start=2):
+        text = value.strip()
         if not text:
             ids.append(None)
             continue
         if not text.isdigit() or int(text) < 1:
-            raise CsvFormatError(f"{path}: line {line}: id {raw!r} is not a positive integer")
+            raise CsvFormatError(f"{path}: line {line}: id {value!r} is not a positive integer")
         row_id = int(text)
         if row_id in seen:
             raise CsvFormatError(f"{path}: line {line}: id {row_id} appears twice")
         seen.add(row_id)
         ids.append(row_id)
-    return ids
+    next_id = max(seen, default=0) + 1
+    out: list[int] = []
+    for given in ids:
+        if given is None:
+            out.append(next_id)
+            next_id += 1
+        else:
+            out.append(given)
+    return out, len(seen) != len(raw)
+
+
+def _text_values(raw: list[str]) -> list[Value]:
+    """Empty cells are null."""
+    return [v or None for v in raw] if "" in raw else cast(list[Value], raw)
+
+
+def _numbers(present: list[str]) -> pd.Series:
+    return pd.to_numeric(pd.Series(present, dtype=str), errors="coerce")
+
+
+def _surely_text(present: list[str]) -> bool:
+    """Whether a value among the first few is not a number, so the whole column is text
+    (a value that does not parse is NA wherever it stands): most text columns are told
+    by their first value, without parsing a million."""
+    return bool(_numbers(present[:_TYPE_SAMPLE]).isna().any())
+
+
+def _has_leading_zero(present: list[str]) -> bool:
+    """A value like 007 or -05: a code, not a number. One search over the joined values."""
+    joined = ",".join(present)
+    if joined.count(",") != len(present) - 1:
+        return any(map(_LEADING_ZERO.match, present))
+    return _LEADING_ZERO_JOINED.search("," + joined) is not None
+
+
+def _infer(raw: list[str]) -> tuple[ColumnType, list[Value]]:
+    """The column's type and values: integer or number when every non-empty value is a
+    finite number and none has a leading zero, else text."""
+    present = list(filter(None, raw))
+    if not present or _surely_text(present) or _has_leading_zero(present):
+        return "text", _text_values(raw)
+    numbers = _numbers(present)
+    if numbers.isna().any() or not np.isfinite(numbers.to_numpy(dtype=float)).all():
+        return "text", _text_values(raw)
+    kind: ColumnType = "integer" if pd.api.types.is_integer_dtype(numbers) else "number"
+    return kind, _placed(numbers, raw, kind)
+
+
+def _convert(raw: list[str], kind: ColumnType, name: str) -> list[Value]:
+    """A column of known type: every non-empty value must be of that type."""
+    if kind == "text":
+        return _text_values(raw)
+    numbers = _numbers(list(filter(None, raw)))
+    if numbers.isna().any():
+        raise CsvFormatError(f"column {name!r} holds a value that is not a number")
+    if kind == "integer" and not pd.api.types.is_integer_dtype(numbers):
+        raise CsvFormatError(f"column {name!r} holds a value that is not an integer")
+    return _placed(numbers, raw, kind)
+
+
+def _placed(numbers: pd.Series, raw: list[str], kind: ColumnType) -> list[Value]:
+    """The numbers of the non-empty cells, with null in the empty ones."""
+    values: list[Any] = numbers.tolist()
+    if kind == "number" and numbers.dtype != np.float64:
+        values = [float(x) for x in values]  # a pinned number column of integers
+    if len(values) == len(raw):
+        return values
+    out = np.full(len(raw), None, dtype=object)
+    out[np.fromiter(map(bool, raw), dtype=bool, count=len(raw))] = values
+    placed: list[Value] = out.tolist()
+    return placed
+
+
+def _share_repeats(values: list[Value], kind: ColumnType) -> list[Value]:
+    """One object per distinct value in a column of few (a broker's name, a risk limit),
+    instead of one per row. Floats are left alone: 0.0 and -0.0 are equal but not the same."""
+    if kind == "number":
+        return values
+    sample = values[:_SHARE_SAMPLE]
+    if len(set(sample)) > min(_SHARE_MAX_DISTINCT, len(sample) // 4):
+        return values
+    canonical: dict[Value, Value] = {}
+    return [canonical.setdefault(v, v) for v in values]
+
+
+def _row_tuples(columns: list[list[Value]], count: int) -> list[tuple[Value, ...]]:
+    return list(zip(*columns, strict=True)) if columns else [()] * count
+
+
+# ---- writing ------------------------------------------------------------------------
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Value]]) -> None:
     """Write a complete CSV and fsync it; the caller renames it into place. RFC 4180 line
     ends (CRLF) make the writer quote any cell holding a bare CR, which would split a row."""
-    with path.open("w", newline="", encoding="utf-8", buffering=_WRITE_BUFFER) as fh:
-        writer = csv.writer(fh, lineterminator="\r\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+    write_blocks(path, header, row_blocks(rows))
+
+
+def write_blocks(path: Path, header: Sequence[str], blocks: Iterable[Block]) -> None:
+    """`write_csv` for rows given as blocks of columns (see `storage.csvtext`)."""
+    with path.open("wb") as fh:
+        for data in csv_bytes(header, blocks):
+            fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
 
 
-def escape_formula(value: Value) -> Value:
-    """Keep spreadsheet apps from running a text cell as a formula (numbers stay as they are)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
-        return "'" + value
-    return value
+@dataclass(frozen=True)
+class PrefixedIds:
+    """What `write_with_ids` wrote: its lines, and whether they can be the file's records."""
+
+    rows: int  # lines given an id (blank lines are dropped, as the parser skips them)
+    commas: int  # commas in those lines
+    plain: bool  # no quote anywhere, and every CR ends a line
+
+    def matches(self, loaded: LoadedCsv) -> bool:
+        """Whether each line was exactly one of `loaded`'s rows (loaded from the source with
+        ids 1..n added): with no quotes, a record ends only at a line end; one line per row,
+        and (the parser having refused longer lines) each with all the row's fields."""
+        fields = len(loaded.columns) - 1
+        return self.plain and self.rows == len(loaded) and self.commas == self.rows * (fields - 1)
 
 
-def csv_chunks(header: Sequence[str], rows: Iterable[Sequence[Value]], rows_per_chunk: int = 2000) -> Iterator[str]:
-    """The table as CSV text in pieces, text cells formula-escaped, for streaming downloads."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(header)
-    pending = 0
-    for row in rows:
-        writer.writerow([escape_formula(v) for v in row])
-        pending += 1
-        if pending >= rows_per_chunk:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-            pending = 0
-    yield buffer.getvalue()
+def write_with_ids(source: Path, dest: Path) -> PrefixedIds:
+    """`source`, a CSV without an id column, as `dest` (fsynced) with ids 1..n written in front
+    of its lines: the id migration without formatting a single value, and without waiting
+    for the parse, which it can run beside. Valid only if the result `matches` the parse."""
+    rows = commas = 0
+    with source.open("rb") as src, dest.open("wb") as out:
+        header = src.readline().removeprefix(_BOM)
+        plain = _plain(header)
+        out.write(b"id," + header + (b"" if header.endswith(b"\n") else b"\n"))
+        rest = b""
+        while True:
+            block = src.read(_PREFIX_BLOCK)
+            lines, rest = _whole_lines(rest + block, final=not block)
+            plain = plain and _plain(lines)
+            kept = [line for line in lines.split(b"\n")[:-1] if line not in (b"", b"\r")]
+            out.write(b"".join(map(b"%d,%s\n".__mod__, enumerate(kept, start=rows + 1))))
+            rows += len(kept)
+            commas += lines.count(b",")
+            if not block:
+                break
+        out.flush()
+        os.fsync(out.fileno())
+    return PrefixedIds(rows=rows, commas=commas, plain=plain)
+
+
+def _plain(data: bytes) -> bool:
+    """No quote (so no record spans lines) and no CR but in a CRLF line end."""
+    return b'"' not in data and data.count(b"\r") == data.count(b"\r\n")
+
+
+def _whole_lines(data: bytes, final: bool) -> tuple[bytes, bytes]:
+    """`data` cut after its last line end (the rest waits for the next block); at the end of
+    the file an unterminated last line gets its line end."""
+    if final:
+        return (data + b"\n" if data and not data.endswith(b"\n") else data), b""
+    cut = data.rfind(b"\n") + 1
+    return data[:cut], data[cut:]

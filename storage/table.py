@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
+from itertools import repeat
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,15 +41,20 @@ from storage.csvfile import (
     ColumnType,
     CsvFormatError,
     LoadedCsv,
-    Value,
+    PrefixedIds,
     fingerprint,
     fsync_dir,
     load_csv,
+    read_header,
     replace_file,
-    write_csv,
+    write_blocks,
+    write_with_ids,
 )
+from storage.csvstream import CsvStream, ForkedFile, ThreadedCsv, forked_csv, write_stream
+from storage.csvtext import ROWS_PER_BLOCK, Block, Value, id_block
 from storage.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unavailable
 from storage.journal import Journal, JournalRecord
+from storage.memory import release_free_memory, return_large_frees
 from storage.sample import write_sample
 
 log = logging.getLogger("tablecast.table")
@@ -154,6 +161,7 @@ class TableStore:
             raise TableLoadError(f"{self._config.data_dir} is in use by another server") from None
         for stale in self._config.data_dir.glob(CSV_NAME + ".*.tmp"):
             stale.unlink()  # left by a crash; never the CSV itself
+        return_large_frees()  # a load's temporaries must not stay in the server's RSS
         state = await self._journal.open(self._config.history_keep)
         meta = state.meta
         if not self.csv_path.exists():
@@ -180,7 +188,9 @@ class TableStore:
         self._seq = self._committed_seq = max(int(meta.get("seq", 0)), base_seq)
         self._max_id = max(int(meta.get("max_id", 0)), self._max_id)
         self._checkpoint_seq = base_seq
-        self._checkpoint_rows = int(meta.get("checkpoint_rows", len(loaded.rows)))
+        self._checkpoint_rows = int(meta.get("checkpoint_rows", len(loaded)))
+        del loaded
+        release_free_memory()  # the parser's leftovers
         self._reset_floor = int(meta.get("history_floor", 0))
         self._history.extend(state.history)
         log.info(
@@ -207,26 +217,47 @@ class TableStore:
             raise TableLoadError(str(exc)) from None
         log.info(
             "table parsed",
-            extra={"rows": len(loaded.rows), "seconds": round(time.monotonic() - started, 2)},
+            extra={"rows": len(loaded), "seconds": round(time.monotonic() - started, 2)},
         )
         return loaded
 
     async def _adopt_file(self, seq: int, max_id: int) -> None:
         """First start, or a CSV edited by hand while we were stopped: it becomes the table,
         as one table change (a reset) with a new seq."""
-        loaded = await asyncio.to_thread(self._load, self.csv_path, None)
-        if loaded.rewritten:
-            # Keep the file as it was before we add or move its id column.
-            self._link_backup(self.csv_path, seq - 1, len(loaded.rows))
-            await self._replace_csv_with(loaded)
-        await self._become(loaded, seq, max(max_id, max((i for i, _ in loaded.rows), default=0)))
+        with_ids = self._write_ids_aside()
+        try:
+            loaded = await asyncio.to_thread(self._load, self.csv_path, None)
+            if loaded.rewritten:
+                # Keep the file as it was before we add or move its id column.
+                self._link_backup(self.csv_path, seq - 1, len(loaded))
+                if with_ids is not None and (report := await with_ids.report()) and report.matches(loaded):
+                    await asyncio.to_thread(replace_file, with_ids.path, self.csv_path)
+                else:
+                    await self._replace_csv_with(loaded)
+        finally:
+            if with_ids is not None:
+                with_ids.discard()
+        await self._become(loaded, seq, max(max_id, loaded.max_id))
         log.info("table adopted from csv", extra={"rows": len(self._rows), "seq": seq})
+
+    def _write_ids_aside(self) -> ForkedFile[PrefixedIds] | None:
+        """For a CSV without an id column: a child writing it with ids 1..n into a temp file
+        while the parse runs here; used if it matches the parse."""
+        try:
+            if not hasattr(os, "fork") or ID_COLUMN in read_header(self.csv_path):
+                return None
+        except (CsvFormatError, OSError):
+            return None  # the parse reports it
+        return ForkedFile(self._fork_snapshot, self._temp_path(), partial(write_with_ids, self.csv_path))
 
     async def _replace_csv_with(self, loaded: LoadedCsv) -> None:
         """Write `loaded` as the CSV on disk: temp file, fsync, rename, fsync of the directory."""
         tmp = self._temp_path()
         header = [c.name for c in loaded.columns]
-        await asyncio.to_thread(write_csv, tmp, header, ((i, *vals) for i, vals in loaded.rows))
+        if hasattr(os, "fork"):  # formatted on every core, the event loop only writes the bytes
+            await write_stream(forked_csv(self._fork_snapshot, header, loaded.blocks, len(loaded), escape=False), tmp)
+        else:
+            await asyncio.to_thread(write_blocks, tmp, header, loaded.blocks())
         await asyncio.to_thread(replace_file, tmp, self.csv_path)  # unlinking a big old CSV takes ms
 
     async def _become(self, loaded: LoadedCsv, seq: int, max_id: int) -> None:
@@ -241,7 +272,7 @@ class TableStore:
                 "history_floor": seq,
                 "checkpoint_seq": seq,
                 "checkpoint_fp": fp,
-                "checkpoint_rows": len(loaded.rows),
+                "checkpoint_rows": len(loaded),
                 "columns": columns,
                 "pending_fp": None,
             }
@@ -249,17 +280,18 @@ class TableStore:
         self._install(loaded, base_version=seq)
         self._seq = self._committed_seq = self._checkpoint_seq = self._reset_floor = seq
         self._max_id = max_id
-        self._checkpoint_rows = len(loaded.rows)
+        self._checkpoint_rows = len(loaded)
         self._history.clear()
+        release_free_memory()  # the parser's leftovers, or the table this one replaced
 
     def _install(self, loaded: LoadedCsv, base_version: int) -> None:
         self.columns = loaded.columns
         self._names = [c.name for c in loaded.columns[1:]]
         self._types = [c.type for c in loaded.columns[1:]]
         self._index = {name: i for i, name in enumerate(self._names)}
-        self._rows = {row_id: (base_version, vals) for row_id, vals in loaded.rows}
-        self._order = SortedList(self._rows)
-        self._max_id = max(self._rows, default=0)
+        self._rows = dict(zip(loaded.ids, zip(repeat(base_version), loaded.values, strict=False), strict=True))
+        self._order = SortedList(loaded.ids)
+        self._max_id = loaded.max_id
 
     def _replay(self, change: dict[str, Any]) -> None:
         """Re-apply a journaled change; after-images make this idempotent."""
@@ -341,14 +373,26 @@ class TableStore:
     def committed_seq(self) -> int:
         return self._committed_seq
 
-    def _csv_rows(self) -> Iterator[tuple[Value, ...]]:
-        """The table's CSV rows (id first) in id order, read lazily from the current rows."""
-        rows = self._rows
-        return ((i, *rows[i][1]) for i in self._order)
+    def _csv_blocks(self, start: int = 0, end: int | None = None) -> Iterator[Block]:
+        """The table's CSV rows in id order (positions [start, end)), a block at a time, read
+        lazily from the current rows: only a frozen copy of the table (a fork) may consume
+        it at leisure."""
+        rows, order = self._rows, self._order
+        stop = len(order) if end is None else end
+        for first in range(start, stop, ROWS_PER_BLOCK):
+            ids = order[first : min(first + ROWS_PER_BLOCK, stop)]
+            yield id_block(ids, [rows[i][1] for i in ids])
 
-    def rows_for_export(self) -> tuple[list[str], list[tuple[Value, ...]]]:
-        """A consistent copy of the table for a streamed download (rows are immutable tuples)."""
-        return [c.name for c in self.columns], list(self._csv_rows())
+    def csv_stream(self) -> CsvStream:
+        """The table as it is at this moment, as a CSV download (text cells formula-escaped),
+        made by forked children so that the event loop only relays bytes."""
+        header = [c.name for c in self.columns]
+        if not hasattr(os, "fork"):
+            return ThreadedCsv(header, list(self._csv_blocks()), escape=True)  # copied now, beside later edits
+        try:
+            return forked_csv(self._fork_snapshot, header, self._csv_blocks, len(self._order), escape=True)
+        except OSError as exc:
+            raise Unavailable(f"the download cannot start now: {exc}") from None
 
     # ---- writes ----------------------------------------------------------------------
 
@@ -601,34 +645,45 @@ class TableStore:
         self._temp_count += 1
         return self.csv_path.with_name(f"{CSV_NAME}.{os.getpid()}-{self._temp_count}.tmp")
 
-    def _become_export_child(self, parent: int) -> None:
-        # Die with the parent and drop every inherited descriptor (the DATA_DIR lock, the
-        # listening socket, the databases): a server restarted after a crash is never locked
-        # out, answered by a dead listener, or raced by a leftover writer.
+    def _become_export_child(self, parent: int, keep: int | None) -> None:
+        # Die with the parent and drop every inherited descriptor but `keep` (the DATA_DIR
+        # lock, the listening socket, the databases): a server restarted after a crash is
+        # never locked out, answered by a dead listener, or raced by a leftover writer.
         with contextlib.suppress(Exception):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:
             os._exit(1)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        limit = os.sysconf("SC_OPEN_MAX")
+        if keep is None:
+            os.closerange(3, limit)
+        else:
+            os.closerange(3, keep)
+            os.closerange(keep + 1, limit)
 
-    async def _export(self, tmp: Path) -> None:
-        header = [c.name for c in self.columns]
-        if not hasattr(os, "fork"):
-            snapshot = list(self._csv_rows())  # copied here: the writing thread runs beside new edits
-            await asyncio.to_thread(write_csv, tmp, header, snapshot)
-            return
+    def _fork_snapshot(self, work: Callable[[], None], keep: int | None = None) -> int:
+        """Run `work` in a forked child, a frozen copy of the table, on another core; the
+        child exits 0 when it succeeded. Returns its pid."""
         parent = os.getpid()
         pid = os.fork()
-        if pid == 0:  # the child: a frozen copy of the table, written from the other core
+        if pid == 0:
             code = 1
             try:
-                self._become_export_child(parent)
-                write_csv(tmp, header, self._csv_rows())
+                self._become_export_child(parent, keep)
+                work()
                 code = 0
             except BaseException as exc:
                 print(f"csv export failed: {exc!r}", file=sys.stderr)
             finally:
                 os._exit(code)
+        return pid
+
+    async def _export(self, tmp: Path) -> None:
+        header = [c.name for c in self.columns]
+        if not hasattr(os, "fork"):
+            snapshot = list(self._csv_blocks())  # copied here: the writing thread runs beside new edits
+            await asyncio.to_thread(write_blocks, tmp, header, snapshot)
+            return
+        pid = self._fork_snapshot(lambda: write_blocks(tmp, header, self._csv_blocks()))
         _, status = await asyncio.get_running_loop().run_in_executor(None, os.waitpid, pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             tmp.unlink(missing_ok=True)  # noqa: ASYNC240 - one unlink on a failure path
@@ -707,7 +762,7 @@ class TableStore:
             await self._checkpoint(backup=True)
             await self._replace_csv_with(loaded)
             seq = self._seq + 1
-            max_id = max(self._max_id, max((i for i, _ in loaded.rows), default=0))
+            max_id = max(self._max_id, loaded.max_id)
             await self._become(loaded, seq, max_id)
         payload = {"op": "reset", "seq": seq, "by": by, "ts": now_ms()}
         for listener in self._listeners:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from storage.csvstream import CsvStream
 from storage.errors import Locked, NotFound
 from storage.locks import LockStore
 from storage.sync import Gate, KeyedMutex
@@ -61,12 +62,17 @@ class TableService:
             page["reset"] = True
         return page
 
-    async def export(self) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Every row, as one consistent snapshot, for a download."""
+    async def export(self) -> CsvStream:
+        """Every row, as one consistent snapshot, for a download; the caller closes it. The
+        snapshot is taken now, and handed out once every change it holds is durable."""
         mark = self.table.mark()
-        header, rows = self.table.rows_for_export()
-        await self.table.settle(mark)
-        return header, rows
+        stream = self.table.csv_stream()
+        try:
+            await self.table.settle(mark)
+        except BaseException:
+            await stream.close()
+            raise
+        return stream
 
     async def list_backups(self) -> dict[str, Any]:
         return {"backups": [b.wire() for b in self.table.list_backups()]}
