@@ -17,6 +17,7 @@ from server.console import same_origin_or, setup_console
 from server.context import METRICS, SERVICES, SETTINGS, SIO, Services
 from server.errors import error_middleware
 from server.fanout import DirectManager, FanoutServer
+from server.gcpolicy import gc_ctx
 from server.metrics import Metrics
 from server.rest import routes
 from server.settings import Settings
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> web.Application:
             cors.add(route)
     app.cleanup_ctx.append(services_ctx)
     app.cleanup_ctx.append(background_ctx)
+    app.cleanup_ctx.append(gc_ctx)  # last: freezes what the contexts before it built
     app.on_shutdown.append(disconnect_sockets)
     return app
 
