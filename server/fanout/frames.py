@@ -65,27 +65,25 @@ class TickWriter:
 
     def __init__(self) -> None:
         self._pending: dict[Sink, list[bytes]] = {}
-        self._sizes: dict[Sink, int] = {}
         self._scheduled = False
 
     def pending(self, sink: Sink) -> int:
         """Bytes appended for `sink` and not yet written."""
-        return self._sizes.get(sink, 0)
+        chunks = self._pending.get(sink)
+        return sum(map(len, chunks)) if chunks else 0
 
     def write(self, sink: Sink, data: bytes) -> None:
         chunks = self._pending.get(sink)
-        if chunks is None:
-            self._pending[sink] = [data]
-            self._sizes[sink] = len(data)
-            if not self._scheduled:
-                self._scheduled = True
-                asyncio.get_running_loop().call_soon(self.flush)
-        else:
+        if chunks is not None:
             chunks.append(data)
-            self._sizes[sink] += len(data)
+            return
+        self._pending[sink] = [data]
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        pending, self._pending, self._sizes = self._pending, {}, {}
+        pending, self._pending = self._pending, {}
         self._scheduled = False
         for sink, chunks in pending.items():
             if sink.writable():  # else the connection went away within the tick

@@ -158,14 +158,13 @@ class DirectManager(socketio.AsyncManager):  # type: ignore[misc]
             socket.queue.put_nowait(p)
 
     def _idle(self, eio_sid: str) -> Link | None:
-        """The socket's websocket, if a frame written now cannot overtake anything."""
+        """The socket's websocket, if a frame written now cannot overtake anything. (A
+        connection that closes within the tick is skipped when the tick's writes go out.)"""
         link = self.wire.links.get(eio_sid)
         if link is None or not link.idle:
             return None
         socket = link.socket
-        if socket.upgrading or socket.closing or socket.closed or not socket.queue.empty():
-            return None
-        if not link.writable() or self.wire.backed_up(link):
+        if socket.closing or socket.closed or not socket.queue.empty() or self.wire.backed_up(link):
             return None
         return link
 

@@ -56,10 +56,8 @@ class Wire:
     writer: TickWriter = field(default_factory=TickWriter)
 
     def backed_up(self, link: Link) -> bool:
-        return (
-            link.protocol.writing_paused
-            or link.transport.get_write_buffer_size() + self.writer.pending(link) > self.limit
-        )
+        # Flow control pauses a transport past its high-water mark (64 KiB by default).
+        return link.transport.get_write_buffer_size() + self.writer.pending(link) > self.limit
 
 
 class DirectWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
