@@ -8,26 +8,40 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import socketio
 
 from handlers.ratelimit import TokenBucket
-from storage.errors import DomainError, Internal, InvalidInput, RateLimited, Unauthorized
-from storage.models import (
+from protocol.errors import DomainError, ErrorEnvelope, Internal, InvalidInput, RateLimited, Unauthorized
+from protocol.events import EVENTS, EventSpec
+from protocol.payloads import (
     AddCsv,
     Credentials,
     DeleteCsv,
     Empty,
     FetchCsv,
     Numbers,
-    Payload,
     RestoreBackup,
     RowRef,
     Subscription,
     UpdateCsv,
     parse,
+)
+from protocol.results import (
+    BackupsResult,
+    CandlesResult,
+    DeleteResult,
+    EmptyResult,
+    FetchResult,
+    LockResult,
+    LoginResult,
+    NumbersResult,
+    PingResult,
+    RegisterResult,
+    RestoreResult,
+    RowResult,
+    SubscribeResult,
 )
 from storage.numbers import StreamService
 from storage.table_service import TableService
@@ -52,58 +66,11 @@ class SocketState:
     rooms: set[str] = field(default_factory=set)
 
 
-Action = Callable[[SocketState, Any], Awaitable[dict[str, Any]]]
+Action = Callable[[SocketState, Any], Awaitable[Any]]  # an ok result of protocol.results
 # Told of every handled event: (event name, "ok" or the error code, seconds to the ack).
 # Events the server does not handle are reported under the name "unknown".
 EventObserver = Callable[[str, str, float], None]
 UNKNOWN_EVENT = "unknown"
-
-
-@dataclass(frozen=True)
-class EventSpec:
-    """What a client->server event is: the handler method that serves it, its payload model."""
-
-    method: str
-    model: type[Payload]
-    guest: bool = False  # guests may call it
-    quiet: bool = False  # reads: logged at debug level only
-
-
-@dataclass(frozen=True)
-class Event:
-    action: Action
-    model: type[Payload]
-    guest: bool = False
-    quiet: bool = False
-
-
-# Every client->server event, defined once: the handlers register these and the API documents
-# describe them, so neither can miss one.
-EVENTS: Mapping[str, EventSpec] = MappingProxyType(
-    {
-        "register": EventSpec("_register", Credentials, guest=True),
-        "login": EventSpec("_login", Credentials, guest=True),
-        "ping": EventSpec("_ping", Empty, guest=True, quiet=True),
-        "logout": EventSpec("_logout", Empty),
-        "fetch_csv": EventSpec("_fetch_csv", FetchCsv, quiet=True),
-        "add_csv": EventSpec("_add_csv", AddCsv),
-        "update_csv": EventSpec("_update_csv", UpdateCsv),
-        "delete_csv": EventSpec("_delete_csv", DeleteCsv),
-        "lock_row": EventSpec("_lock_row", RowRef),
-        "unlock_row": EventSpec("_unlock_row", RowRef),
-        "list_backups": EventSpec("_list_backups", Empty, quiet=True),
-        "restore_backup": EventSpec("_restore_backup", RestoreBackup),
-        "numbers": EventSpec("_numbers", Numbers, quiet=True),
-        "subscribe": EventSpec("_subscribe", Subscription),
-        "unsubscribe": EventSpec("_unsubscribe", Subscription),
-        "ohlc-stream": EventSpec("_ohlc_stream", Empty),
-    }
-)
-
-
-def event_table() -> Mapping[str, EventSpec]:
-    """The events the handlers register (name -> payload model and flags), for the API documents."""
-    return EVENTS
 
 
 def token_from(auth: Any, environ: dict[str, Any]) -> str | None:
@@ -141,19 +108,36 @@ class SocketHandlers:
         self._rate_limit = rate_limit
         self._rate_burst = rate_burst
         self.sockets: dict[str, SocketState] = {}
-        self._events = self._table()
 
-    def _table(self) -> dict[str, Event]:
-        """Every client->server event bound to the method that serves it."""
+    def _actions(self) -> dict[str, Action]:
+        """The method that serves each event of `protocol.events.EVENTS`."""
         return {
-            name: Event(getattr(self, spec.method), spec.model, spec.guest, spec.quiet) for name, spec in EVENTS.items()
+            "register": self._register,
+            "login": self._login,
+            "ping": self._ping,
+            "logout": self._logout,
+            "fetch_csv": self._fetch_csv,
+            "add_csv": self._add_csv,
+            "update_csv": self._update_csv,
+            "delete_csv": self._delete_csv,
+            "lock_row": self._lock_row,
+            "unlock_row": self._unlock_row,
+            "list_backups": self._list_backups,
+            "restore_backup": self._restore_backup,
+            "numbers": self._numbers,
+            "subscribe": self._subscribe,
+            "unsubscribe": self._unsubscribe,
+            "ohlc-stream": self._ohlc_stream,
         }
 
     def register(self) -> None:
+        actions = self._actions()
+        if actions.keys() != EVENTS.keys():
+            raise RuntimeError(f"events and handlers differ: {sorted(actions.keys() ^ EVENTS.keys())}")
         self._sio.on("connect", self._connect)
         self._sio.on("disconnect", self._disconnect)
-        for name, event in self._events.items():
-            self._sio.on(name, self._adapter(name, event))
+        for name, spec in EVENTS.items():
+            self._sio.on(name, self._adapter(name, spec, actions[name]))
         self._sio.on("*", self._unknown)
 
     # ---- connection lifecycle --------------------------------------------------------
@@ -226,38 +210,37 @@ class SocketHandlers:
 
     # ---- the adapter every event goes through ----------------------------------------
 
-    def _adapter(self, name: str, event: Event) -> Callable[..., Awaitable[dict[str, Any]]]:
-        async def handle(sid: str, *args: Any) -> dict[str, Any]:
+    def _adapter(self, name: str, spec: EventSpec, action: Action) -> Callable[..., Awaitable[Any]]:
+        async def handle(sid: str, *args: Any) -> Any:
             started = time.perf_counter()
             state = self.sockets.get(sid)
             try:
                 if state is None:
                     raise Unauthorized("socket is not connected")
                 self._admit(state)
-                if not event.guest:
+                if not spec.guest:
                     self._require_session(state)
                 if len(args) > 1:
                     raise InvalidInput("send one payload object", field="payload")
-                payload = parse(event.model, args[0] if args else None)
-                ack = {"ok": True, **(await event.action(state, payload))}
+                ack = await action(state, parse(spec.payload, args[0] if args else None))
             except DomainError as exc:
                 ack = exc.envelope()
             except Exception:
                 log.exception("event failed", extra={"sid": sid, "socket_event": name})
                 ack = Internal("internal error; nothing was changed").envelope()
-            self._log(name, event, state, ack, started)
+            self._log(name, spec, state, ack, started)
             self._observe(name, ack, started)
             return ack
 
         return handle
 
-    async def _unknown(self, name: str, sid: str, *args: Any) -> dict[str, Any]:
+    async def _unknown(self, name: str, sid: str, *args: Any) -> ErrorEnvelope:
         started = time.perf_counter()
         ack = InvalidInput(f"unknown event {name!r}", field="event").envelope()
         self._observe(UNKNOWN_EVENT, ack, started)
         return ack
 
-    def _observe(self, name: str, ack: dict[str, Any], started: float) -> None:
+    def _observe(self, name: str, ack: Mapping[str, Any], started: float) -> None:
         if self._on_event is None:
             return
         try:
@@ -280,9 +263,11 @@ class SocketHandlers:
             raise Unauthorized("token expired")
         return session
 
-    def _log(self, name: str, event: Event, state: SocketState | None, ack: dict[str, Any], started: float) -> None:
+    def _log(
+        self, name: str, spec: EventSpec, state: SocketState | None, ack: Mapping[str, Any], started: float
+    ) -> None:
         ok = ack.get("ok") is True
-        level = logging.DEBUG if ok and event.quiet else logging.INFO
+        level = logging.DEBUG if ok and spec.quiet else logging.INFO
         if log.isEnabledFor(level):
             log.log(
                 level,
@@ -301,49 +286,49 @@ class SocketHandlers:
 
     # ---- events ----------------------------------------------------------------------
 
-    async def _register(self, state: SocketState, p: Credentials) -> dict[str, Any]:
+    async def _register(self, state: SocketState, p: Credentials) -> RegisterResult:
         return await self._auth.register(p.username, p.password)
 
-    async def _login(self, state: SocketState, p: Credentials) -> dict[str, Any]:
+    async def _login(self, state: SocketState, p: Credentials) -> LoginResult:
         body, session = await self._auth.login(p.username, p.password)
         await self._authenticate(state, session)
         return body
 
-    async def _logout(self, state: SocketState, p: Empty) -> dict[str, Any]:
+    async def _logout(self, state: SocketState, p: Empty) -> EmptyResult:
         session = self._require_session(state)
         await self._auth.logout(session.jti)
         await self.revoke(session.jti)
-        return {}
+        return {"ok": True}
 
-    async def _ping(self, state: SocketState, p: Empty) -> dict[str, Any]:
-        return {"ts": int(time.time() * 1000)}
+    async def _ping(self, state: SocketState, p: Empty) -> PingResult:
+        return {"ok": True, "ts": int(time.time() * 1000)}
 
-    async def _fetch_csv(self, state: SocketState, p: FetchCsv) -> dict[str, Any]:
+    async def _fetch_csv(self, state: SocketState, p: FetchCsv) -> FetchResult:
         return await self._tables.fetch(p.offset, p.limit, p.since)
 
-    async def _add_csv(self, state: SocketState, p: AddCsv) -> dict[str, Any]:
+    async def _add_csv(self, state: SocketState, p: AddCsv) -> RowResult:
         return await self._tables.add(self._user(state), p.values)
 
-    async def _update_csv(self, state: SocketState, p: UpdateCsv) -> dict[str, Any]:
+    async def _update_csv(self, state: SocketState, p: UpdateCsv) -> RowResult:
         return await self._tables.update(self._user(state), p.id, p.values, p.version)
 
-    async def _delete_csv(self, state: SocketState, p: DeleteCsv) -> dict[str, Any]:
+    async def _delete_csv(self, state: SocketState, p: DeleteCsv) -> DeleteResult:
         return await self._tables.delete(self._user(state), p.id, p.version)
 
-    async def _lock_row(self, state: SocketState, p: RowRef) -> dict[str, Any]:
+    async def _lock_row(self, state: SocketState, p: RowRef) -> LockResult:
         return await self._tables.lock(self._user(state), p.id)
 
-    async def _unlock_row(self, state: SocketState, p: RowRef) -> dict[str, Any]:
+    async def _unlock_row(self, state: SocketState, p: RowRef) -> EmptyResult:
         return await self._tables.unlock(self._user(state), p.id)
 
-    async def _list_backups(self, state: SocketState, p: Empty) -> dict[str, Any]:
+    async def _list_backups(self, state: SocketState, p: Empty) -> BackupsResult:
         return await self._tables.list_backups()
 
-    async def _restore_backup(self, state: SocketState, p: RestoreBackup) -> dict[str, Any]:
+    async def _restore_backup(self, state: SocketState, p: RestoreBackup) -> RestoreResult:
         return await self._tables.restore(self._user(state), p.name)
 
-    async def _numbers(self, state: SocketState, p: Numbers) -> dict[str, Any]:
-        return {"numbers": await self._streams.numbers(p.limit)}
+    async def _numbers(self, state: SocketState, p: Numbers) -> NumbersResult:
+        return {"ok": True, "numbers": await self._streams.numbers(p.limit)}
 
     def _stream_room(self, p: Subscription) -> str:
         if p.stream == "random_number":
@@ -354,20 +339,20 @@ class SocketHandlers:
             raise InvalidInput("the ohlc stream needs an interval", field="interval")
         return ohlc_room(p.interval)
 
-    async def _subscribe(self, state: SocketState, p: Subscription) -> dict[str, Any]:
+    async def _subscribe(self, state: SocketState, p: Subscription) -> SubscribeResult:
         room = self._stream_room(p)
         await self._join(state, room)
         if p.interval is None:
-            return {}
-        return {"candles": await self._streams.history(p.interval, p.history)}
+            return {"ok": True}
+        return {"ok": True, "candles": await self._streams.history(p.interval, p.history)}
 
-    async def _unsubscribe(self, state: SocketState, p: Subscription) -> dict[str, Any]:
+    async def _unsubscribe(self, state: SocketState, p: Subscription) -> EmptyResult:
         await self._leave(state, self._stream_room(p))
         if p.stream == "ohlc" and p.interval == "1m":
             await self._leave(state, LEGACY_OHLC_ROOM)
-        return {}
+        return {"ok": True}
 
-    async def _ohlc_stream(self, state: SocketState, p: Empty) -> dict[str, Any]:
+    async def _ohlc_stream(self, state: SocketState, p: Empty) -> CandlesResult:
         await self._join(state, ohlc_room("1m"))
         await self._join(state, LEGACY_OHLC_ROOM)
-        return {"candles": await self._streams.history("1m", 100)}
+        return {"ok": True, "candles": await self._streams.history("1m", 100)}

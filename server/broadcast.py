@@ -10,6 +10,8 @@ from typing import Any
 import socketio
 
 from handlers.events import AUTHENTICATED
+from protocol.broadcasts import LockStatus
+from protocol.results import CsvUpdate
 from server.metrics import Metrics, room_size
 from storage.locks import LockEvent
 
@@ -31,9 +33,9 @@ class Broadcaster:
     def __init__(self, sio: socketio.AsyncServer, metrics: Metrics | None = None) -> None:
         self._sio = sio
         self._metrics = metrics
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, CsvUpdate | LockStatus]] = asyncio.Queue()
 
-    def table_changed(self, payloads: list[dict[str, Any]]) -> None:
+    def table_changed(self, payloads: list[CsvUpdate]) -> None:
         for payload in payloads:
             self._queue.put_nowait(("csv_update", payload))
 

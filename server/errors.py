@@ -1,4 +1,4 @@
-"""Domain errors to HTTP: the same envelope as socket acks, with a matching status."""
+"""Domain errors to HTTP: the same envelope as socket acks, with the status each error class defines."""
 
 from __future__ import annotations
 
@@ -8,31 +8,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from storage.errors import DomainError, Internal, InvalidInput, NotFound, PayloadTooLarge, Unauthorized
+from protocol.errors import DomainError, Internal, InvalidInput, NotFound, PayloadTooLarge, Unauthorized
 
 log = logging.getLogger("tablecast.http")
 
-HTTP_STATUS: dict[str, int] = {
-    "unauthorized": 401,
-    "invalid_input": 400,
-    "not_found": 404,
-    "username_taken": 409,
-    "locked": 409,
-    "cooldown": 409,
-    "lock_required": 409,
-    "not_owner": 403,
-    "conflict": 409,
-    "payload_too_large": 413,
-    "rate_limited": 429,
-    "unavailable": 503,
-    "internal": 500,
-}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(error: DomainError) -> web.Response:
-    return web.json_response(error.envelope(), status=HTTP_STATUS[error.code])
+    return web.json_response(error.envelope(), status=error.status)
 
 
 def _from_http(exc: web.HTTPException) -> DomainError:

@@ -159,7 +159,7 @@ class Metrics:
         for transport in TRANSPORTS:
             for kind in KINDS:
                 self.sockets_connected.labels(transport, kind).set(sockets[transport, kind])
-        locks = Tally(lock["state"] for lock in await sources.tables.locks.snapshot())
+        locks: Tally[str] = Tally(lock["state"] for lock in await sources.tables.locks.snapshot())
         for lock_state in LOCK_STATES:
             self.locks_held.labels(lock_state).set(locks[lock_state])
         table = sources.tables.table

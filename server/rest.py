@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
+from protocol.errors import InvalidInput, Unauthorized
+from protocol.payloads import Credentials, FetchCsv, parse
 from server.context import SERVICES
-from storage.errors import InvalidInput, Unauthorized
-from storage.models import Credentials, FetchCsv, parse
 from storage.users import Session
 
 routes = web.RouteTableDef()
@@ -29,8 +30,9 @@ async def _session(request: web.Request) -> Session:
     return await request.app[SERVICES].auth.verify(header[7:].strip())
 
 
-def _ok(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.json_response({"ok": True, **body}, status=status)
+def _ok(result: Mapping[str, Any], status: int = 200) -> web.Response:
+    """An ok result of `protocol.results` as the answer."""
+    return web.json_response(result, status=status)
 
 
 @routes.post("/api/register")
@@ -52,7 +54,7 @@ async def logout(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     await services.auth.logout(session.jti)
     await services.sockets.revoke(session.jti)
-    return _ok({})
+    return _ok({"ok": True})
 
 
 def _query(request: web.Request) -> tuple[dict[str, int], bool]:
@@ -102,4 +104,4 @@ async def fetch_csv(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return _ok({})
+    return _ok({"ok": True})

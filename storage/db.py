@@ -10,14 +10,20 @@ would refuse every later one on the connection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import aiosqlite
 
+from protocol.errors import Unavailable
+
 Params = Sequence[Any]
 Row = tuple[Any, ...]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Database:
@@ -51,3 +57,19 @@ class Database:
 
     async def close(self) -> None:
         await self._conn.close()
+
+
+def storage_failures_unavailable(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A database that fails (disk full, I/O error, locked) is `unavailable`, not a bug.
+    Constraint violations are decided by the caller, so they pass through."""
+
+    @functools.wraps(fn)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error as exc:
+            raise Unavailable(f"storage failed ({exc}); nothing was changed") from exc
+
+    return guarded

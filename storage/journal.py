@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from protocol.results import CsvUpdate
+
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -28,7 +30,7 @@ CREATE TABLE IF NOT EXISTS row_versions (id INTEGER PRIMARY KEY, version INTEGER
 @dataclass(frozen=True)
 class JournalRecord:
     seq: int
-    change: dict[str, Any]  # the csv_update payload; add/update carry the whole new row
+    change: CsvUpdate  # the csv_update payload; add/update carry the whole new row
     row_id: int
     version: int | None  # None: the row is gone
 
@@ -37,8 +39,8 @@ class JournalRecord:
 class JournalState:
     meta: dict[str, Any]
     versions: dict[int, int]
-    replay: list[dict[str, Any]] = field(default_factory=list)  # changes after the checkpoint
-    history: list[dict[str, Any]] = field(default_factory=list)  # newest `keep`, oldest first
+    replay: list[CsvUpdate] = field(default_factory=list)  # changes after the checkpoint
+    history: list[CsvUpdate] = field(default_factory=list)  # newest `keep`, oldest first
 
 
 class Journal:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Protocol
 
-from storage.errors import Cooldown, Locked, LockRequired, NotOwner
-
-LockState = Literal["locked", "cooldown", "unlocked"]
+from protocol.broadcasts import LockReason, LockState, LockStatus
+from protocol.errors import Cooldown, Locked, LockRequired, NotOwner
+from protocol.results import LockInfo, PageLock
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,9 @@ class LockEvent:
     state: LockState
     owner: str | None
     expires_at: int | None
-    reason: str
+    reason: LockReason
 
-    def wire(self) -> dict[str, Any]:
+    def wire(self) -> LockStatus:
         return {
             "id": self.id,
             "state": self.state,
@@ -42,7 +42,7 @@ class LockView:
     owner: str
     expires_at: int
 
-    def wire(self) -> dict[str, Any]:
+    def wire(self) -> LockInfo:
         return {"id": self.id, "owner": self.owner, "expires_at": self.expires_at}
 
 
@@ -66,13 +66,13 @@ class LockStore(Protocol):
 
     async def mark_edited(self, row_id: int, user: str) -> None: ...
 
-    async def end(self, row_id: int, reason: str) -> None:
+    async def end(self, row_id: int, reason: LockReason) -> None:
         """End the row's lock and cooldown without starting a cooldown (the row is gone)."""
         ...
 
-    async def end_user(self, user: str, reason: str) -> None: ...
+    async def end_user(self, user: str, reason: LockReason) -> None: ...
 
-    async def end_all(self, reason: str) -> None: ...
+    async def end_all(self, reason: LockReason) -> None: ...
 
     async def held_by_other(self, user: str) -> LockView | None: ...
 
@@ -80,7 +80,7 @@ class LockStore(Protocol):
         """End expired locks and finished cooldowns."""
         ...
 
-    async def snapshot(self) -> list[dict[str, Any]]:
+    async def snapshot(self) -> list[PageLock]:
         """Every locked or cooling row: `{id, state, owner, expires_at}`."""
         ...
 
@@ -121,7 +121,9 @@ class InMemoryLockStore:
     def set_sink(self, sink: EventSink) -> None:
         self._sink = sink
 
-    def _emit(self, row_id: int, state: LockState, owner: str | None, expires_at: int | None, reason: str) -> None:
+    def _emit(
+        self, row_id: int, state: LockState, owner: str | None, expires_at: int | None, reason: LockReason
+    ) -> None:
         self._sink(LockEvent(row_id, state, owner, expires_at, reason))
 
     def _active(self, row_id: int) -> _Held | None:
@@ -132,7 +134,7 @@ class InMemoryLockStore:
             return None
         return held
 
-    def _finish(self, row_id: int, held: _Held, reason: str, cooldown: bool = True) -> None:
+    def _finish(self, row_id: int, held: _Held, reason: LockReason, cooldown: bool = True) -> None:
         del self._held[row_id]
         if cooldown and held.edited and self._cooldown_s > 0:
             until = self._wall_ms() + int(self._cooldown_s * 1000)
@@ -153,6 +155,7 @@ class InMemoryLockStore:
                 raise Cooldown(f"row {row_id} was just edited; retry in {retry:.1f} s", retry_after=retry)
             del self._cooling[row_id]
         expires_at = self._wall_ms() + int(self._ttl_s * 1000)
+        reason: LockReason
         if held is not None:
             held.deadline, held.expires_at = now + self._ttl_s, expires_at
             reason = "renewed"
@@ -182,19 +185,19 @@ class InMemoryLockStore:
         if held is not None and held.owner == user:
             held.edited = True
 
-    async def end(self, row_id: int, reason: str) -> None:
+    async def end(self, row_id: int, reason: LockReason) -> None:
         held = self._held.get(row_id)
         if held is not None:
             self._finish(row_id, held, reason, cooldown=False)
         elif self._cooling.pop(row_id, None) is not None:
             self._emit(row_id, "unlocked", None, None, reason)
 
-    async def end_user(self, user: str, reason: str) -> None:
+    async def end_user(self, user: str, reason: LockReason) -> None:
         for row_id, held in list(self._held.items()):
             if held.owner == user:
                 self._finish(row_id, held, reason)
 
-    async def end_all(self, reason: str) -> None:
+    async def end_all(self, reason: LockReason) -> None:
         for row_id, held in list(self._held.items()):
             self._finish(row_id, held, reason, cooldown=False)
         for row_id, cooling in list(self._cooling.items()):
@@ -218,9 +221,9 @@ class InMemoryLockStore:
                 del self._cooling[row_id]
                 self._emit(row_id, "unlocked", cooling.owner, None, "cooldown_over")
 
-    async def snapshot(self) -> list[dict[str, Any]]:
+    async def snapshot(self) -> list[PageLock]:
         now = self._clock()
-        locks = [
+        locks: list[PageLock] = [
             {"id": row_id, "state": "locked", "owner": h.owner, "expires_at": h.expires_at}
             for row_id, h in self._held.items()
             if h.deadline > now

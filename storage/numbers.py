@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import cast
 
-from storage.db import Database
-from storage.errors import storage_failures_unavailable
-from storage.models import OHLC_INTERVALS
+from protocol.broadcasts import RandomNumber
+from protocol.results import NumberPoint, Ohlc
+from protocol.values import OHLC_INTERVALS, OhlcInterval
+from storage.db import Database, storage_failures_unavailable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS random_numbers (
@@ -26,7 +27,7 @@ class Tick:
     value: float
     ts: int  # epoch ms
 
-    def wire(self) -> dict[str, Any]:
+    def wire(self) -> RandomNumber:
         return {"value": self.value, "ts": self.ts, "seq": self.seq}
 
 
@@ -41,9 +42,9 @@ class Candle:
     ticks: int
     closed: bool = False
 
-    def wire(self) -> dict[str, Any]:
+    def wire(self) -> Ohlc:
         return {
-            "interval": self.interval,
+            "interval": cast(OhlcInterval, self.interval),
             "time": self.time,
             "open": self.open,
             "high": self.high,
@@ -111,12 +112,12 @@ class StreamService:
         return updates
 
     @storage_failures_unavailable
-    async def numbers(self, limit: int) -> list[dict[str, Any]]:
+    async def numbers(self, limit: int) -> list[NumberPoint]:
         rows = await self._db.rows("SELECT value, ts FROM random_numbers ORDER BY seq DESC LIMIT ?", (limit,))
         return [{"value": value, "ts": ts} for value, ts in reversed(rows)]
 
     @storage_failures_unavailable
-    async def history(self, interval: str, count: int) -> list[dict[str, Any]]:
+    async def history(self, interval: str, count: int) -> list[Ohlc]:
         """The last `count` closed candles, rebuilt from the stored numbers."""
         if count == 0:
             return []

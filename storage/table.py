@@ -35,6 +35,10 @@ from typing import IO, Any
 import portalocker
 from sortedcontainers import SortedList
 
+from protocol.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unavailable
+from protocol.results import Backup, CsvUpdate, RestoreResult
+from protocol.results import Column as WireColumn
+from protocol.results import Row as WireRow
 from storage.csvfile import (
     ID_COLUMN,
     Column,
@@ -52,7 +56,6 @@ from storage.csvfile import (
 )
 from storage.csvstream import CsvStream, ForkedFile, ThreadedCsv, forked_csv, write_stream
 from storage.csvtext import ROWS_PER_BLOCK, Block, Value, id_block
-from storage.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unavailable
 from storage.journal import Journal, JournalRecord
 from storage.memory import release_free_memory, return_large_frees
 from storage.sample import write_sample
@@ -60,7 +63,7 @@ from storage.sample import write_sample
 log = logging.getLogger("tablecast.table")
 
 Row = tuple[int, tuple[Value, ...]]  # (version, values of every column but id)
-ChangeListener = Callable[[list[dict[str, Any]]], None]
+ChangeListener = Callable[[list[CsvUpdate]], None]
 CommitObserver = Callable[[int, float], None]  # (changes in the batch, seconds the commit took)
 CSV_NAME = "backend_table.csv"
 _BACKUP_NAME = re.compile(r"^backend_table-(\d{8}T\d{6}\.\d{3})Z-seq(\d+)-rows(\d+)\.csv$")
@@ -92,7 +95,7 @@ class BackupInfo:
     bytes: int
     seq: int
 
-    def wire(self) -> dict[str, Any]:
+    def wire(self) -> Backup:
         return {"name": self.name, "created_at": self.created_at, "rows": self.rows, "bytes": self.bytes}
 
 
@@ -101,11 +104,17 @@ class Change:
     seq: int
     op: str
     row_id: int
-    payload: dict[str, Any]
+    payload: CsvUpdate
     old: Row | None  # for undo
     max_id_before: int
     max_id_after: int
     future: asyncio.Future[None] = field(repr=False)
+
+    def row(self) -> WireRow:
+        """The changed row as stored (add and update)."""
+        row = self.payload.get("row")
+        assert row is not None, f"a {self.op} carries no row"
+        return row
 
     def record(self) -> JournalRecord:
         version = None if self.op == "delete" else self.seq
@@ -128,7 +137,7 @@ class TableStore:
         self._seq = 0
         self._committed_seq = 0
         self._max_id = 0
-        self._history: deque[dict[str, Any]] = deque(maxlen=config.history_keep)
+        self._history: deque[CsvUpdate] = deque(maxlen=config.history_keep)
         self._reset_floor = 0
         self._checkpoint_seq = 0
         self._checkpoint_rows = 0
@@ -293,7 +302,7 @@ class TableStore:
         self._order = SortedList(loaded.ids)
         self._max_id = loaded.max_id
 
-    def _replay(self, change: dict[str, Any]) -> None:
+    def _replay(self, change: CsvUpdate) -> None:
         """Re-apply a journaled change; after-images make this idempotent."""
         if change["op"] == "delete":
             if self._rows.pop(change["id"], None) is not None:
@@ -337,26 +346,26 @@ class TableStore:
     def total(self) -> int:
         return len(self._rows)
 
-    def columns_wire(self) -> list[dict[str, str]]:
+    def columns_wire(self) -> list[WireColumn]:
         return [{"name": c.name, "type": c.type} for c in self.columns]
 
-    def wire_row(self, row_id: int, row: Row) -> dict[str, Any]:
+    def wire_row(self, row_id: int, row: Row) -> WireRow:
         return {"id": row_id, "version": row[0], "values": dict(zip(self._names, row[1], strict=True))}
 
     def has(self, row_id: int) -> bool:
         return row_id in self._rows
 
-    def row(self, row_id: int) -> dict[str, Any]:
+    def row(self, row_id: int) -> WireRow:
         row = self._rows.get(row_id)
         if row is None:
             raise NotFound(f"no row with id {row_id}", id=row_id)
         return self.wire_row(row_id, row)
 
-    def page(self, offset: int, limit: int) -> list[dict[str, Any]]:
+    def page(self, offset: int, limit: int) -> list[WireRow]:
         rows = self._rows
         return [self.wire_row(i, rows[i]) for i in self._order[offset : offset + limit]]
 
-    def changes_since(self, since: int) -> list[dict[str, Any]] | None:
+    def changes_since(self, since: int) -> list[CsvUpdate] | None:
         """Committed changes after `since`, or None when they are no longer all held."""
         history = self._history
         floor = self._reset_floor
@@ -428,7 +437,7 @@ class TableStore:
             return value
         return float(value)
 
-    def _enqueue(self, op: str, row_id: int, payload: dict[str, Any], old: Row | None, max_before: int) -> Change:
+    def _enqueue(self, op: str, row_id: int, payload: CsvUpdate, old: Row | None, max_before: int) -> Change:
         change = Change(
             seq=self._seq,
             op=op,
@@ -460,7 +469,13 @@ class TableStore:
         row: Row = (self._seq, tuple(cells))
         self._rows[row_id] = row
         self._order.add(row_id)
-        payload = self._payload("add", by, row=self.wire_row(row_id, row))
+        payload: CsvUpdate = {
+            "op": "add",
+            "seq": self._seq,
+            "by": by,
+            "ts": now_ms(),
+            "row": self.wire_row(row_id, row),
+        }
         return self._enqueue("add", row_id, payload, None, max_before)
 
     def update(self, row_id: int, values: dict[str, Any], version: int | None, by: str) -> Change:
@@ -475,7 +490,14 @@ class TableStore:
         self._seq += 1
         row: Row = (self._seq, tuple(cells))
         self._rows[row_id] = row
-        payload = self._payload("update", by, row=self.wire_row(row_id, row), before=before)
+        payload: CsvUpdate = {
+            "op": "update",
+            "seq": self._seq,
+            "by": by,
+            "ts": now_ms(),
+            "row": self.wire_row(row_id, row),
+            "before": before,
+        }
         return self._enqueue("update", row_id, payload, old, self._max_id)
 
     def delete(self, row_id: int, version: int | None, by: str) -> Change:
@@ -484,7 +506,14 @@ class TableStore:
         self._seq += 1
         del self._rows[row_id]
         self._order.remove(row_id)
-        payload = self._payload("delete", by, id=row_id, before=dict(zip(self._names, old[1], strict=True)))
+        payload: CsvUpdate = {
+            "op": "delete",
+            "seq": self._seq,
+            "by": by,
+            "ts": now_ms(),
+            "id": row_id,
+            "before": dict(zip(self._names, old[1], strict=True)),
+        }
         return self._enqueue("delete", row_id, payload, old, self._max_id)
 
     def _index_of(self, name: str) -> int:
@@ -501,9 +530,6 @@ class TableStore:
         if version is not None and version != row[0]:
             raise Conflict(f"row {row_id} changed since version {version}", row=self.wire_row(row_id, row))
         return row
-
-    def _payload(self, op: str, by: str, **extra: Any) -> dict[str, Any]:
-        return {"op": op, "seq": self._seq, "by": by, "ts": now_ms(), **extra}
 
     async def durable(self, change: Change) -> None:
         await asyncio.shield(change.future)
@@ -742,7 +768,7 @@ class TableStore:
         found.sort(key=lambda b: (b.created_at, b.name), reverse=True)
         return found
 
-    async def restore(self, name: str | None, by: str) -> dict[str, Any]:
+    async def restore(self, name: str | None, by: str) -> RestoreResult:
         """Replace the table with a backup. The caller has stopped all other writes."""
         backups = self.list_backups()
         chosen = next((b for b in backups if name is None or b.name == name), None)
@@ -764,8 +790,8 @@ class TableStore:
             seq = self._seq + 1
             max_id = max(self._max_id, loaded.max_id)
             await self._become(loaded, seq, max_id)
-        payload = {"op": "reset", "seq": seq, "by": by, "ts": now_ms()}
+        payload: CsvUpdate = {"op": "reset", "seq": seq, "by": by, "ts": now_ms()}
         for listener in self._listeners:
             listener([payload])
         log.info("backup restored", extra={"backup": chosen.name, "seq": seq, "rows": len(self._rows), "by": by})
-        return {"seq": seq, "total": len(self._rows)}
+        return {"ok": True, "seq": seq, "total": len(self._rows)}

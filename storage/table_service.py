@@ -1,5 +1,5 @@
 """The table's rules, one place for REST and Socket.IO alike: who may change which row,
-cooldowns, presence grace, restores. Results are the `ok` ack bodies of PROTOCOL.md."""
+cooldowns, presence grace, restores. Results are the ok answers of `protocol.results`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.errors import Locked, NotFound
+from protocol.results import (
+    BackupsResult,
+    DeleteResult,
+    EmptyResult,
+    FetchPage,
+    FetchResult,
+    LockResult,
+    RestoreResult,
+    RowResult,
+)
 from storage.csvstream import CsvStream
-from storage.errors import Locked, NotFound
 from storage.locks import LockStore
 from storage.sync import Gate, KeyedMutex
 from storage.table import TableStore
@@ -39,19 +49,20 @@ class TableService:
 
     # ---- reads -----------------------------------------------------------------------
 
-    async def fetch(self, offset: int, limit: int, since: int | None) -> dict[str, Any]:
+    async def fetch(self, offset: int, limit: int, since: int | None) -> FetchResult:
         table = self.table
         if since is not None:
             changes = table.changes_since(since)
             # More missed changes than a page holds: a fresh page is the smaller answer.
             if changes is not None and len(changes) <= limit:
-                return {"changes": changes, "seq": table.committed_seq}
+                return {"ok": True, "changes": changes, "seq": table.committed_seq}
         mark = table.mark()
         seq, rows, total = table.seq, table.page(offset, limit), table.total
         locks = await self.locks.snapshot()
         # Never hand out a row whose change might still be undone.
         await table.settle(mark)
-        page: dict[str, Any] = {
+        page: FetchPage = {
+            "ok": True,
             "columns": table.columns_wire(),
             "rows": rows,
             "total": total,
@@ -74,48 +85,48 @@ class TableService:
             raise
         return stream
 
-    async def list_backups(self) -> dict[str, Any]:
-        return {"backups": [b.wire() for b in self.table.list_backups()]}
+    async def list_backups(self) -> BackupsResult:
+        return {"ok": True, "backups": [b.wire() for b in self.table.list_backups()]}
 
     # ---- writes ----------------------------------------------------------------------
 
-    async def add(self, user: str, values: dict[str, Any]) -> dict[str, Any]:
+    async def add(self, user: str, values: dict[str, Any]) -> RowResult:
         async with self._gate.shared():
             change = self.table.add(values, user)
             await self.table.durable(change)
-        return {"row": change.payload["row"]}
+        return {"ok": True, "row": change.row()}
 
-    async def update(self, user: str, row_id: int, values: dict[str, Any], version: int | None) -> dict[str, Any]:
+    async def update(self, user: str, row_id: int, values: dict[str, Any], version: int | None) -> RowResult:
         async with self._gate.shared(), self._rows.hold(row_id):
             self._require_row(row_id)
             await self.locks.require(row_id, user)
             change = self.table.update(row_id, values, version, user)
             await self.table.durable(change)
             await self.locks.mark_edited(row_id, user)
-        return {"row": change.payload["row"]}
+        return {"ok": True, "row": change.row()}
 
-    async def delete(self, user: str, row_id: int, version: int | None) -> dict[str, Any]:
+    async def delete(self, user: str, row_id: int, version: int | None) -> DeleteResult:
         async with self._gate.shared(), self._rows.hold(row_id):
             self._require_row(row_id)
             await self.locks.require(row_id, user)
             change = self.table.delete(row_id, version, user)
             await self.table.durable(change)
             await self.locks.end(row_id, "deleted")
-        return {"id": row_id}
+        return {"ok": True, "id": row_id}
 
-    async def lock(self, user: str, row_id: int) -> dict[str, Any]:
+    async def lock(self, user: str, row_id: int) -> LockResult:
         async with self._gate.shared(), self._rows.hold(row_id):
             self._require_row(row_id)
             view = await self.locks.acquire(row_id, user)
-        return {"lock": view.wire()}
+        return {"ok": True, "lock": view.wire()}
 
-    async def unlock(self, user: str, row_id: int) -> dict[str, Any]:
+    async def unlock(self, user: str, row_id: int) -> EmptyResult:
         async with self._rows.hold(row_id):
             self._require_row(row_id)
             await self.locks.release(row_id, user)
-        return {}
+        return {"ok": True}
 
-    async def restore(self, user: str, name: str | None) -> dict[str, Any]:
+    async def restore(self, user: str, name: str | None) -> RestoreResult:
         async with self._gate.exclusive():
             other = await self.locks.held_by_other(user)
             if other is not None:

@@ -11,14 +11,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from storage.db import Database
-from storage.errors import Unauthorized, UsernameTaken, storage_failures_unavailable
+from protocol.errors import Unauthorized, UsernameTaken
+from protocol.results import LoginResult, RegisterResult
+from storage.db import Database, storage_failures_unavailable
 
 _ALGORITHM = "HS256"
 _SCHEMA = """
@@ -78,7 +78,7 @@ class AuthService:
         await self._db.script(_SCHEMA)
 
     @storage_failures_unavailable
-    async def register(self, username: str, password: str) -> dict[str, Any]:
+    async def register(self, username: str, password: str) -> RegisterResult:
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
         try:
             await self._db.write(
@@ -87,10 +87,10 @@ class AuthService:
             )
         except sqlite3.IntegrityError:
             raise UsernameTaken(f"username {username!r} is taken") from None
-        return {"username": username}
+        return {"ok": True, "username": username}
 
     @storage_failures_unavailable
-    async def login(self, username: str, password: str) -> tuple[dict[str, Any], Session]:
+    async def login(self, username: str, password: str) -> tuple[LoginResult, Session]:
         stored = await self._password_hash(username)
         if stored is None and self._config.auto_register:
             # Registered concurrently: then the password is checked below like any login.
@@ -113,7 +113,7 @@ class AuthService:
         row = await self._db.row("SELECT password_hash FROM users WHERE username = ?", (username,))
         return None if row is None else str(row[0])
 
-    async def _issue(self, username: str) -> tuple[dict[str, Any], Session]:
+    async def _issue(self, username: str) -> tuple[LoginResult, Session]:
         issued = int(time.time())
         expires = issued + self._config.token_ttl_s
         jti = uuid.uuid4().hex
@@ -125,7 +125,8 @@ class AuthService:
             (jti, username, issued * 1000, expires * 1000),
         )
         session = Session(username=username, jti=jti, expires_at=expires * 1000)
-        body = {
+        body: LoginResult = {
+            "ok": True,
             "access_token": token,
             "token_type": "bearer",
             "expires_at": session.expires_at,

@@ -19,7 +19,7 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import aiohttp
 import jsonschema
@@ -32,11 +32,10 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 from schemathesis.core.result import Ok
 
-from handlers.events import event_table
+from protocol import errors as domain_errors
+from protocol.errors import ERRORS, HTTP_STATUS
+from protocol.events import BROADCASTS, EVENTS
 from server.apidocs import ASYNCAPI_PATH, DOCS_PATH, OPENAPI_PATH, rest_route_keys
-from server.errors import HTTP_STATUS
-from storage import errors as domain_errors
-from storage.schemas import BROADCASTS, EVENT_RESULTS, ErrorCode
 from tests.conftest import BROADCASTS as RECORDED_BROADCASTS
 from tests.conftest import Client, ServerProcess, login, node_with, unique_user
 
@@ -100,8 +99,10 @@ async def test_openapi_is_valid_and_lists_every_route(server: ServerProcess) -> 
 
 def test_error_codes_are_the_domain_errors() -> None:
     classes = [getattr(domain_errors, name) for name in dir(domain_errors)]
-    codes = {c.code for c in classes if isinstance(c, type) and issubclass(c, domain_errors.DomainError)}
-    assert set(get_args(ErrorCode)) == codes == set(HTTP_STATUS)
+    errors = {c for c in classes if isinstance(c, type) and issubclass(c, domain_errors.DomainError)}
+    assert set(ERRORS) == errors - {domain_errors.DomainError}
+    assert len({c.code for c in ERRORS}) == len(ERRORS)
+    assert {c.code: c.status for c in ERRORS} == HTTP_STATUS
 
 
 def test_rest_answers_conform_to_openapi(server: ServerProcess) -> None:
@@ -184,20 +185,19 @@ async def test_asyncapi_lists_every_event_and_broadcast(server: ServerProcess) -
     assert channel["address"] == "/socket.io/"
     assert set(channel["messages"]) == set(messages)
 
-    events = event_table()
-    assert set(events) == set(EVENT_RESULTS)
+    events = EVENTS
     received = {op["messages"][0]["$ref"].rsplit("/", 1)[1] for op in operations.values() if op["action"] == "receive"}
     assert received == {*events, "connect"}
     for name, event in events.items():
         operation = operations[name]
         assert operation["action"] == "receive"
         assert operation["x-guest"] is event.guest
-        assert messages[name]["payload"] == {"$ref": f"#/components/schemas/{event.model.__name__}"}
-        assert event.model.__name__ in doc["components"]["schemas"]
+        assert messages[name]["payload"] == {"$ref": f"#/components/schemas/{event.payload.__name__}"}
+        assert event.payload.__name__ in doc["components"]["schemas"]
         ack = operation["reply"]["messages"][0]["$ref"].rsplit("/", 1)[1]
         assert messages[ack]["payload"] == {
             "oneOf": [
-                {"$ref": f"#/components/schemas/{EVENT_RESULTS[name].result.__name__}"},
+                {"$ref": f"#/components/schemas/{event.result_name}"},
                 {"$ref": "#/components/schemas/ErrorEnvelope"},
             ]
         }
@@ -240,7 +240,7 @@ async def test_asyncapi_passes_the_official_parser(server: ServerProcess, node_p
     assert result["version"] == "3.0.0"
     assert result["channels"] == ["/socket.io/"]
     operations = result["operations"]
-    for name in event_table():
+    for name in EVENTS:
         assert operations[name] == {"action": "receive", "messages": [name], "reply": [f"{name}.ack"]}
     for name in BROADCASTS:
         assert operations[f"on_{name}"] == {"action": "send", "messages": [name], "reply": []}

@@ -1,4 +1,5 @@
-"""Imports point down: run.py -> server/ -> handlers/ -> storage/."""
+"""Imports point down: run.py -> server/ -> handlers/ -> storage/ -> protocol/ (the wire
+contract, which every layer may use and which uses none of them)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = {"storage": {"server", "handlers"}, "handlers": {"server"}}
+FORBIDDEN = {
+    "protocol": {"server", "handlers", "storage"},
+    "storage": {"server", "handlers"},
+    "handlers": {"server"},
+}
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -32,7 +37,7 @@ def test_imports_point_down(package: str) -> None:
 
 
 def test_no_module_level_server_or_store_instances() -> None:
-    for package in ("server", "handlers", "storage"):
+    for package in ("protocol", "server", "handlers", "storage"):
         for path in (ROOT / package).rglob("*.py"):
             for node in ast.parse(path.read_text()).body:
                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):

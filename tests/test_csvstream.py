@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from protocol.errors import Unavailable
 from storage import csvstream
-from storage.errors import Unavailable
 from storage.journal import Journal
 from storage.locks import InMemoryLockStore
 from storage.table import TableConfig, TableStore

@@ -12,8 +12,10 @@ import aiohttp
 import pytest
 import socketio
 
-from handlers.events import Event, SocketHandlers, SocketState
-from storage.models import Empty
+from handlers.events import SocketHandlers, SocketState
+from protocol.events import EventSpec
+from protocol.payloads import Empty
+from protocol.results import EmptyResult
 from tests.conftest import Client, ServerProcess, login
 
 Connect = Callable[..., Awaitable[Client]]
@@ -89,7 +91,7 @@ async def test_an_unexpected_exception_is_acked_internal() -> None:
     sio = socketio.AsyncServer(async_mode="aiohttp")
     handlers = SocketHandlers(sio, None, None, None, rate_limit=0, rate_burst=0)  # type: ignore[arg-type]
     handlers.sockets["sid1"] = SocketState(sid="sid1", bucket=None)
-    adapter = handlers._adapter("broken", Event(broken, Empty, guest=True))
+    adapter = handlers._adapter("broken", EventSpec(Empty, EmptyResult, "EmptyResult", "", guest=True), broken)
     ack = await adapter("sid1", {})
     assert ack["ok"] is False
     assert ack["error"]["code"] == "internal"
