@@ -7,12 +7,12 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
 
-from handlers.ratelimit import TokenBucket
+from handlers.sessions import SessionService, bearer_token
+from handlers.sockets import LEGACY_OHLC_ROOM, RANDOM_ROOM, SocketRegistry, SocketState, ohlc_room
 from protocol.errors import DomainError, ErrorEnvelope, Internal, InvalidInput, RateLimited, Unauthorized
 from protocol.events import EVENTS, EventSpec
 from protocol.payloads import (
@@ -45,26 +45,9 @@ from protocol.results import (
 )
 from storage.numbers import StreamService
 from storage.table_service import TableService
-from storage.users import AuthService, Session
+from storage.users import Session
 
 log = logging.getLogger("tablecast.socket")
-
-AUTHENTICATED = "authenticated"  # every table broadcast and lock_status goes here
-RANDOM_ROOM = "stream:random_number"
-LEGACY_OHLC_ROOM = "ohlc-data"
-
-
-def ohlc_room(interval: str) -> str:
-    return f"ohlc:{interval}"
-
-
-@dataclass
-class SocketState:
-    sid: str
-    bucket: TokenBucket | None
-    session: Session | None = None
-    rooms: set[str] = field(default_factory=set)
-
 
 Action = Callable[[SocketState, Any], Awaitable[Any]]  # an ok result of protocol.results
 # Told of every handled event: (event name, "ok" or the error code, seconds to the ack).
@@ -77,9 +60,9 @@ def token_from(auth: Any, environ: dict[str, Any]) -> str | None:
     """`auth: {token}`, else `Authorization: Bearer`, else `?token=`."""
     if isinstance(auth, dict) and isinstance(auth.get("token"), str) and auth["token"]:
         return str(auth["token"])
-    header = environ.get("HTTP_AUTHORIZATION", "")
-    if header[:7].lower() == "bearer " and header[7:].strip():
-        return str(header[7:].strip())
+    token = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
+    if token is not None:
+        return token
     request = environ.get("aiohttp.request")
     if request is not None:
         token = request.query.get("token")
@@ -92,22 +75,19 @@ class SocketHandlers:
     def __init__(
         self,
         sio: socketio.AsyncServer,
-        auth: AuthService,
+        sessions: SessionService,
+        sockets: SocketRegistry,
         tables: TableService,
         streams: StreamService,
         *,
-        rate_limit: float,
-        rate_burst: float,
         on_event: EventObserver | None = None,
     ) -> None:
         self._sio = sio
-        self._on_event = on_event
-        self._auth = auth
+        self._sessions = sessions
+        self._sockets = sockets
         self._tables = tables
         self._streams = streams
-        self._rate_limit = rate_limit
-        self._rate_burst = rate_burst
-        self.sockets: dict[str, SocketState] = {}
+        self._on_event = on_event
 
     def _actions(self) -> dict[str, Action]:
         """The method that serves each event of `protocol.events.EVENTS`."""
@@ -147,7 +127,7 @@ class SocketHandlers:
         session: Session | None = None
         if token is not None:
             try:
-                session = await self._auth.verify(token)
+                session = await self._sessions.verify(token)
             except DomainError as exc:  # a bad token, or sessions that cannot be read
                 log.info("connect refused", extra={"sid": sid, "reason": exc.message})
                 refusal = socketio.exceptions.ConnectionRefusedError()
@@ -155,65 +135,24 @@ class SocketHandlers:
                 details = {"code": exc.code, "message": exc.message}
                 refusal.error_args = {**details, "data": details}
                 raise refusal from None
-        bucket = TokenBucket(self._rate_limit, self._rate_burst) if self._rate_limit > 0 else None
-        state = SocketState(sid=sid, bucket=bucket)
-        self.sockets[sid] = state
+        state = self._sockets.add(sid)
         if session is not None:
-            await self._authenticate(state, session)
+            await self._sockets.authenticate(state, session)
         log.info(
             "connect",
             extra={"sid": sid, "user": session.username if session else None, "transport": self._sio.transport(sid)},
         )
 
     async def _disconnect(self, sid: str, reason: Any = None) -> None:
-        state = self.sockets.pop(sid, None)
-        if state is not None and state.session is not None:
-            self._tables.user_disconnected(state.session.username)
+        self._sockets.remove(sid)
         log.info("disconnect", extra={"sid": sid, "reason": str(reason) if reason else None})
-
-    async def _authenticate(self, state: SocketState, session: Session) -> None:
-        if state.session is not None:
-            await self._demote(state)
-        state.session = session
-        self._tables.user_connected(session.username)
-        for room in (AUTHENTICATED, RANDOM_ROOM):
-            await self._join(state, room)
-
-    async def _demote(self, state: SocketState) -> None:
-        """Back to guest: no broadcasts, no streams, and the user's presence drops by one."""
-        if state.session is None:
-            return
-        self._tables.user_disconnected(state.session.username)
-        state.session = None
-        for room in list(state.rooms):
-            await self._sio.leave_room(state.sid, room)
-        state.rooms.clear()
-
-    async def _join(self, state: SocketState, room: str) -> None:
-        await self._sio.enter_room(state.sid, room)
-        state.rooms.add(room)
-
-    async def _leave(self, state: SocketState, room: str) -> None:
-        await self._sio.leave_room(state.sid, room)
-        state.rooms.discard(room)
-
-    async def revoke(self, jti: str) -> None:
-        """A token was revoked (here or over REST): its sockets become guests at once."""
-        for state in list(self.sockets.values()):
-            if state.session is not None and state.session.jti == jti:
-                await self._demote(state)
-
-    async def expire_sessions(self) -> None:
-        for state in list(self.sockets.values()):
-            if state.session is not None and state.session.expired():
-                await self._demote(state)
 
     # ---- the adapter every event goes through ----------------------------------------
 
     def _adapter(self, name: str, spec: EventSpec, action: Action) -> Callable[..., Awaitable[Any]]:
         async def handle(sid: str, *args: Any) -> Any:
             started = time.perf_counter()
-            state = self.sockets.get(sid)
+            state = self._sockets.get(sid)
             try:
                 if state is None:
                     raise Unauthorized("socket is not connected")
@@ -287,17 +226,15 @@ class SocketHandlers:
     # ---- events ----------------------------------------------------------------------
 
     async def _register(self, state: SocketState, p: Credentials) -> RegisterResult:
-        return await self._auth.register(p.username, p.password)
+        return await self._sessions.register(p.username, p.password)
 
     async def _login(self, state: SocketState, p: Credentials) -> LoginResult:
-        body, session = await self._auth.login(p.username, p.password)
-        await self._authenticate(state, session)
+        body, session = await self._sessions.login(p.username, p.password)
+        await self._sockets.authenticate(state, session)
         return body
 
     async def _logout(self, state: SocketState, p: Empty) -> EmptyResult:
-        session = self._require_session(state)
-        await self._auth.logout(session.jti)
-        await self.revoke(session.jti)
+        await self._sessions.logout(self._require_session(state))
         return {"ok": True}
 
     async def _ping(self, state: SocketState, p: Empty) -> PingResult:
@@ -341,18 +278,18 @@ class SocketHandlers:
 
     async def _subscribe(self, state: SocketState, p: Subscription) -> SubscribeResult:
         room = self._stream_room(p)
-        await self._join(state, room)
+        await self._sockets.join(state, room)
         if p.interval is None:
             return {"ok": True}
         return {"ok": True, "candles": await self._streams.history(p.interval, p.history)}
 
     async def _unsubscribe(self, state: SocketState, p: Subscription) -> EmptyResult:
-        await self._leave(state, self._stream_room(p))
+        await self._sockets.leave(state, self._stream_room(p))
         if p.stream == "ohlc" and p.interval == "1m":
-            await self._leave(state, LEGACY_OHLC_ROOM)
+            await self._sockets.leave(state, LEGACY_OHLC_ROOM)
         return {"ok": True}
 
     async def _ohlc_stream(self, state: SocketState, p: Empty) -> CandlesResult:
-        await self._join(state, ohlc_room("1m"))
-        await self._join(state, LEGACY_OHLC_ROOM)
+        await self._sockets.join(state, ohlc_room("1m"))
+        await self._sockets.join(state, LEGACY_OHLC_ROOM)
         return {"ok": True, "candles": await self._streams.history("1m", 100)}

@@ -10,11 +10,13 @@ import aiohttp_cors
 from aiohttp import web
 
 from handlers.events import SocketHandlers
+from handlers.sessions import SessionService
+from handlers.sockets import SocketRegistry
 from server import tasks
 from server.apidocs import setup_apidocs
 from server.broadcast import Broadcaster
 from server.console import same_origin_or, setup_console
-from server.context import METRICS, SERVICES, SETTINGS, SIO, Services
+from server.context import BROADCASTER, METRICS, SERVICES, SETTINGS, SIO, Services
 from server.errors import error_middleware
 from server.fanout import DirectManager, FanoutServer
 from server.gcpolicy import gc_ctx
@@ -62,6 +64,8 @@ def create_app(settings: Settings) -> web.Application:
     for route in list(app.router.routes()):
         if route.resource is not None and route.resource.canonical.startswith(("/api/", "/healthz")):
             cors.add(route)
+    app[BROADCASTER] = broadcaster = Broadcaster(sio, metrics)
+    app.cleanup_ctx.append(broadcaster.ctx)  # first in, last out: it sends what closing commits
     app.cleanup_ctx.append(services_ctx)
     app.cleanup_ctx.append(background_ctx)
     app.cleanup_ctx.append(gc_ctx)  # last: freezes what the contexts before it built
@@ -73,16 +77,14 @@ async def disconnect_sockets(app: web.Application) -> None:
     """Close every socket first: aiohttp waits for open websocket handlers before cleanup."""
     sio = app[SIO]
     if SERVICES in app:
-        sids = list(app[SERVICES].sockets.sockets)
+        sids = app[SERVICES].sockets.sids()
         await asyncio.gather(*(sio.disconnect(sid) for sid in sids), return_exceptions=True)
         log.info("sockets closed for shutdown", extra={"sockets": len(sids)})
     await sio.shutdown()
 
 
-async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings, sio, metrics = app[SETTINGS], app[SIO], app[METRICS]
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    table = TableStore(
+def _table(settings: Settings, metrics: Metrics, broadcaster: Broadcaster) -> TableService:
+    store = TableStore(
         TableConfig(
             data_dir=settings.data_dir,
             history_keep=settings.history_keep,
@@ -92,9 +94,20 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
             max_cell_chars=settings.max_cell_chars,
         ),
         Journal(settings.db_path),
+        listeners=[broadcaster.table_changed],
         on_commit=metrics.journal_committed,
     )
-    await table.open()
+    locks = InMemoryLockStore(
+        ttl_s=settings.lock_ttl_s, cooldown_s=settings.edit_cooldown_s, sink=broadcaster.lock_changed
+    )
+    return TableService(store, locks, PresenceConfig(grace_s=settings.lock_grace_s))
+
+
+async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, sio, metrics = app[SETTINGS], app[SIO], app[METRICS]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    tables = _table(settings, metrics, app[BROADCASTER])
+    await tables.open()
     db = await Database.open(settings.db_path)
     try:
         auth = AuthService(
@@ -105,34 +118,21 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         await auth.init()
         streams = StreamService(db, settings.random_retention_s)
         await streams.init()
-        locks = InMemoryLockStore(ttl_s=settings.lock_ttl_s, cooldown_s=settings.edit_cooldown_s)
-        tables = TableService(table, locks, PresenceConfig(grace_s=settings.lock_grace_s))
-        sockets = SocketHandlers(
-            sio,
-            auth,
-            tables,
-            streams,
-            rate_limit=settings.rate_limit,
-            rate_burst=settings.rate_burst,
-            on_event=metrics.event_handled,
-        )
-        sockets.register()
-        metrics.watch(sio, sockets, tables)
-        app[SERVICES] = Services(auth=auth, tables=tables, streams=streams, sockets=sockets)
+        sockets = SocketRegistry(sio, tables, rate_limit=settings.rate_limit, rate_burst=settings.rate_burst)
+        sessions = SessionService(auth, sockets)
+        handlers = SocketHandlers(sio, sessions, sockets, tables, streams, on_event=metrics.event_handled)
+        handlers.register()
+        metrics.watch(sockets, tables)
+        app[SERVICES] = Services(auth, sessions, tables, streams, sockets, handlers)
         yield
     finally:
-        await table.close()
+        await tables.close()
         await db.close()
 
 
 async def background_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, sio, services, metrics = app[SETTINGS], app[SIO], app[SERVICES], app[METRICS]
-    broadcaster = Broadcaster(sio, metrics)
-    services.tables.table.add_listener(broadcaster.table_changed)
-    services.tables.locks.set_sink(broadcaster.lock_changed)
     jobs = [
-        asyncio.create_task(broadcaster.run(), name="broadcaster"),
-        asyncio.create_task(services.tables.table.run_flusher(), name="csv-flusher"),
         asyncio.create_task(
             tasks.every(
                 settings.lock_sweep_s, "lock-sweep", lambda: tasks.sweep_locks(services.tables, services.sockets)
@@ -155,13 +155,9 @@ async def background_ctx(app: web.Application) -> AsyncIterator[None]:
         ),
     ]
     url = f"http://{settings.host}:{settings.port}"
-    log.info(
-        "ready",
-        extra={"console": f"{url}/", "docs": f"{url}/docs", "rows": services.tables.table.total},
-    )
+    stats = await services.tables.stats()
+    log.info("ready", extra={"console": f"{url}/", "docs": f"{url}/docs", "rows": stats.rows})
     yield
-    await services.tables.table.settle_quietly()
-    await broadcaster.drain()
     for job in jobs:
         job.cancel()
     await asyncio.gather(*jobs, return_exceptions=True)

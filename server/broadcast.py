@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
+from aiohttp import web
 
-from handlers.events import AUTHENTICATED
+from handlers.sockets import AUTHENTICATED
 from protocol.broadcasts import LockStatus
 from protocol.results import CsvUpdate
 from server.metrics import Metrics, room_size
@@ -56,6 +58,15 @@ class Broadcaster:
                 except Exception:
                     log.exception("broadcast failed", extra={"socket_event": name})
 
-    async def drain(self) -> None:
+    async def _drain(self) -> None:
         while not self._queue.empty():
             await asyncio.sleep(0.01)
+
+    async def ctx(self, app: web.Application) -> AsyncIterator[None]:
+        """The cleanup_ctx that runs the broadcaster; placed first, so it outlives the
+        services and sends what their last commits produce."""
+        task = asyncio.create_task(self.run(), name="broadcaster")
+        yield
+        await self._drain()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

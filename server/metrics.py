@@ -7,7 +7,6 @@ services right before each scrape, so nothing on the hot path has to keep them u
 
 from __future__ import annotations
 
-from collections import Counter as Tally
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
-from handlers.events import SocketHandlers
+from handlers.sockets import SocketRegistry
 from storage.table_service import TableService
 
 NAMESPACE = "/"
@@ -33,8 +32,7 @@ def room_size(sio: Any, room: str) -> int:
 
 @dataclass(frozen=True)
 class _Sources:
-    sio: Any
-    sockets: SocketHandlers
+    sockets: SocketRegistry
     tables: TableService
 
 
@@ -107,9 +105,9 @@ class Metrics:
         for lock_state in LOCK_STATES:
             self.locks_held.labels(lock_state)
 
-    def watch(self, sio: Any, sockets: SocketHandlers, tables: TableService) -> None:
+    def watch(self, sockets: SocketRegistry, tables: TableService) -> None:
         """Where the scrape-time gauges are read from, once the services exist."""
-        self._sources = _Sources(sio, sockets, tables)
+        self._sources = _Sources(sockets, tables)
 
     # ---- hooks on the hot paths: a dict lookup and an observe, nothing more -----------
 
@@ -148,23 +146,15 @@ class Metrics:
         sources = self._sources
         if sources is None:
             return
-        sockets: Tally[tuple[str, str]] = Tally()
-        transport_of = sources.sio.transport
-        for sid, state in list(sources.sockets.sockets.items()):
-            try:
-                transport = transport_of(sid)
-            except KeyError:  # gone between the listing and the lookup
-                continue
-            sockets[transport, "authenticated" if state.session is not None else "guest"] += 1
+        sockets = sources.sockets.counts()
         for transport in TRANSPORTS:
             for kind in KINDS:
                 self.sockets_connected.labels(transport, kind).set(sockets[transport, kind])
-        locks: Tally[str] = Tally(lock["state"] for lock in await sources.tables.locks.snapshot())
-        for lock_state in LOCK_STATES:
-            self.locks_held.labels(lock_state).set(locks[lock_state])
-        table = sources.tables.table
-        self.table_rows.set(table.total)
-        self.table_seq.set(table.seq)
+        stats = await sources.tables.stats()
+        self.locks_held.labels("locked").set(stats.locked)
+        self.locks_held.labels("cooldown").set(stats.cooling)
+        self.table_rows.set(stats.rows)
+        self.table_seq.set(stats.seq)
 
     async def handle(self, request: web.Request) -> web.Response:
         """`GET /metrics`: the Prometheus text format (OpenMetrics when the scraper asks for it)."""

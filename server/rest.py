@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from protocol.errors import InvalidInput, Unauthorized
+from protocol.errors import InvalidInput
 from protocol.payloads import Credentials, FetchCsv, parse
 from server.context import SERVICES
 from storage.users import Session
@@ -24,10 +24,7 @@ async def _json_body(request: web.Request) -> Any:
 
 
 async def _session(request: web.Request) -> Session:
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() != "bearer " or not header[7:].strip():
-        raise Unauthorized("send Authorization: Bearer <token>")
-    return await request.app[SERVICES].auth.verify(header[7:].strip())
+    return await request.app[SERVICES].sessions.verify_header(request.headers.get("Authorization", ""))
 
 
 def _ok(result: Mapping[str, Any], status: int = 200) -> web.Response:
@@ -38,22 +35,19 @@ def _ok(result: Mapping[str, Any], status: int = 200) -> web.Response:
 @routes.post("/api/register")
 async def register(request: web.Request) -> web.Response:
     p = parse(Credentials, await _json_body(request))
-    return _ok(await request.app[SERVICES].auth.register(p.username, p.password), status=201)
+    return _ok(await request.app[SERVICES].sessions.register(p.username, p.password), status=201)
 
 
 @routes.post("/api/login")
 async def login(request: web.Request) -> web.Response:
     p = parse(Credentials, await _json_body(request))
-    body, _ = await request.app[SERVICES].auth.login(p.username, p.password)
+    body, _ = await request.app[SERVICES].sessions.login(p.username, p.password)
     return _ok(body)
 
 
 @routes.post("/api/logout")
 async def logout(request: web.Request) -> web.Response:
-    session = await _session(request)
-    services = request.app[SERVICES]
-    await services.auth.logout(session.jti)
-    await services.sockets.revoke(session.jti)
+    await request.app[SERVICES].sessions.logout(await _session(request))
     return _ok({"ok": True})
 
 

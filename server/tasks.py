@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import socketio
 
-from handlers.events import LEGACY_OHLC_ROOM, RANDOM_ROOM, SocketHandlers, ohlc_room
+from handlers.sockets import LEGACY_OHLC_ROOM, RANDOM_ROOM, SocketRegistry, ohlc_room
 from server.broadcast import emit
 from server.metrics import Metrics
 from storage.numbers import StreamService
@@ -33,9 +33,9 @@ async def every(period_s: float, name: str, work: Callable[[], Awaitable[None]])
             log.exception("background task failed", extra={"task": name})
 
 
-async def sweep_locks(tables: TableService, handlers: SocketHandlers) -> None:
+async def sweep_locks(tables: TableService, sockets: SocketRegistry) -> None:
     await tables.sweep()
-    await handlers.expire_sessions()
+    await sockets.expire_sessions()
 
 
 async def draw_number(sio: socketio.AsyncServer, streams: StreamService, metrics: Metrics | None = None) -> None:

@@ -50,8 +50,6 @@ EventSink = Callable[[LockEvent], None]
 
 
 class LockStore(Protocol):
-    def set_sink(self, sink: EventSink) -> None: ...
-
     async def acquire(self, row_id: int, user: str) -> LockView:
         """Lock or renew; raises `Locked` (another owner) or `Cooldown`."""
         ...
@@ -107,6 +105,7 @@ class InMemoryLockStore:
         self,
         ttl_s: float,
         cooldown_s: float,
+        sink: EventSink = lambda event: None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
@@ -116,9 +115,6 @@ class InMemoryLockStore:
         self._wall_ms = wall_ms
         self._held: dict[int, _Held] = {}
         self._cooling: dict[int, _Cooling] = {}
-        self._sink: EventSink = lambda event: None
-
-    def set_sink(self, sink: EventSink) -> None:
         self._sink = sink
 
     def _emit(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from storage.csvfile import replace_file, write_csv
+from storage.csv.write import write_csv
+from storage.files import replace_file
 
 SAMPLE_HEADER = ["user", "broker", "API key", "API secret", "pnl", "margin", "max_risk"]
 _BROKERS = ["Zerodha", "Upstox", "AngelOne", "Fyers", "Dhan"]

@@ -4,6 +4,7 @@ cooldowns, presence grace, restores. Results are the ok answers of `protocol.res
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from protocol.results import (
     RestoreResult,
     RowResult,
 )
-from storage.csvstream import CsvStream
+from storage.csv.stream import CsvStream
 from storage.locks import LockStore
 from storage.sync import Gate, KeyedMutex
 from storage.table import TableStore
@@ -30,6 +31,14 @@ class PresenceConfig:
     grace_s: float = 30.0
 
 
+@dataclass(frozen=True)
+class TableStats:
+    rows: int
+    seq: int
+    locked: int
+    cooling: int
+
+
 class TableService:
     def __init__(
         self,
@@ -38,8 +47,8 @@ class TableService:
         presence: PresenceConfig,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.table = table
-        self.locks = locks
+        self._table = table
+        self._locks = locks
         self._grace_s = presence.grace_s
         self._clock = clock
         self._rows = KeyedMutex()  # one operation per row at a time: check-then-act stays true
@@ -47,10 +56,24 @@ class TableService:
         self._sockets: dict[str, int] = {}
         self._leaving: dict[str, float] = {}  # user -> when their locks end
 
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Load the table (from the CSV and the journal) and start writing it back."""
+        await self._table.open()
+
+    async def close(self) -> None:
+        """Commit what is pending and write the CSV one last time."""
+        await self._table.close()
+
+    async def stats(self) -> TableStats:
+        counts = Counter(lock["state"] for lock in await self._locks.snapshot())
+        return TableStats(self._table.total, self._table.seq, counts["locked"], counts["cooldown"])
+
     # ---- reads -----------------------------------------------------------------------
 
     async def fetch(self, offset: int, limit: int, since: int | None) -> FetchResult:
-        table = self.table
+        table = self._table
         if since is not None:
             changes = table.changes_since(since)
             # More missed changes than a page holds: a fresh page is the smaller answer.
@@ -58,7 +81,7 @@ class TableService:
                 return {"ok": True, "changes": changes, "seq": table.committed_seq}
         mark = table.mark()
         seq, rows, total = table.seq, table.page(offset, limit), table.total
-        locks = await self.locks.snapshot()
+        locks = await self._locks.snapshot()
         # Never hand out a row whose change might still be undone.
         await table.settle(mark)
         page: FetchPage = {
@@ -76,71 +99,71 @@ class TableService:
     async def export(self) -> CsvStream:
         """Every row, as one consistent snapshot, for a download; the caller closes it. The
         snapshot is taken now, and handed out once every change it holds is durable."""
-        mark = self.table.mark()
-        stream = self.table.csv_stream()
+        mark = self._table.mark()
+        stream = self._table.csv_stream()
         try:
-            await self.table.settle(mark)
+            await self._table.settle(mark)
         except BaseException:
             await stream.close()
             raise
         return stream
 
     async def list_backups(self) -> BackupsResult:
-        return {"ok": True, "backups": [b.wire() for b in self.table.list_backups()]}
+        return {"ok": True, "backups": [b.wire() for b in self._table.list_backups()]}
 
     # ---- writes ----------------------------------------------------------------------
 
     async def add(self, user: str, values: dict[str, Any]) -> RowResult:
         async with self._gate.shared():
-            change = self.table.add(values, user)
-            await self.table.durable(change)
-        return {"ok": True, "row": change.row()}
+            pending = self._table.add(values, user)
+            await pending.durable()
+        return {"ok": True, "row": pending.change.row()}
 
     async def update(self, user: str, row_id: int, values: dict[str, Any], version: int | None) -> RowResult:
         async with self._gate.shared(), self._rows.hold(row_id):
             self._require_row(row_id)
-            await self.locks.require(row_id, user)
-            change = self.table.update(row_id, values, version, user)
-            await self.table.durable(change)
-            await self.locks.mark_edited(row_id, user)
-        return {"ok": True, "row": change.row()}
+            await self._locks.require(row_id, user)
+            pending = self._table.update(row_id, values, version, user)
+            await pending.durable()
+            await self._locks.mark_edited(row_id, user)
+        return {"ok": True, "row": pending.change.row()}
 
     async def delete(self, user: str, row_id: int, version: int | None) -> DeleteResult:
         async with self._gate.shared(), self._rows.hold(row_id):
             self._require_row(row_id)
-            await self.locks.require(row_id, user)
-            change = self.table.delete(row_id, version, user)
-            await self.table.durable(change)
-            await self.locks.end(row_id, "deleted")
+            await self._locks.require(row_id, user)
+            pending = self._table.delete(row_id, version, user)
+            await pending.durable()
+            await self._locks.end(row_id, "deleted")
         return {"ok": True, "id": row_id}
 
     async def lock(self, user: str, row_id: int) -> LockResult:
         async with self._gate.shared(), self._rows.hold(row_id):
             self._require_row(row_id)
-            view = await self.locks.acquire(row_id, user)
+            view = await self._locks.acquire(row_id, user)
         return {"ok": True, "lock": view.wire()}
 
     async def unlock(self, user: str, row_id: int) -> EmptyResult:
         async with self._rows.hold(row_id):
             self._require_row(row_id)
-            await self.locks.release(row_id, user)
+            await self._locks.release(row_id, user)
         return {"ok": True}
 
     async def restore(self, user: str, name: str | None) -> RestoreResult:
         async with self._gate.exclusive():
-            other = await self.locks.held_by_other(user)
+            other = await self._locks.held_by_other(user)
             if other is not None:
                 raise Locked(
                     f"{other.owner} holds a lock (row {other.id}); a restore needs every lock released",
                     owner=other.owner,
                     expires_at=other.expires_at,
                 )
-            result = await self.table.restore(name, user)
-            await self.locks.end_all("restored")
+            result = await self._table.restore(name, user)
+            await self._locks.end_all("restored")
         return result
 
     def _require_row(self, row_id: int) -> None:
-        if not self.table.has(row_id):
+        if not self._table.has(row_id):
             raise NotFound(f"no row with id {row_id}", id=row_id)
 
     # ---- presence: a user's locks outlive their sockets by the grace period ----------
@@ -158,9 +181,9 @@ class TableService:
         self._leaving[user] = self._clock() + self._grace_s
 
     async def sweep(self) -> None:
-        await self.locks.sweep()
+        await self._locks.sweep()
         now = self._clock()
         for user, deadline in list(self._leaving.items()):
             if deadline <= now:
                 del self._leaving[user]
-                await self.locks.end_user(user, "disconnected")
+                await self._locks.end_user(user, "disconnected")

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
-from storage import csvfile
-from storage.csvfile import ColumnType, CsvFormatError, LoadedCsv, load_csv, write_csv, write_with_ids
-from storage.csvtext import Value, csv_bytes, row_blocks
+from protocol.values import Value
+from storage.csv import load as csvfile
+from storage.csv.load import ColumnType, CsvFormatError, LoadedCsv, load_csv
+from storage.csv.text import csv_bytes, row_blocks
+from storage.csv.write import write_csv, write_with_ids
 
 Types = dict[str, ColumnType]
 ID_AND_TEXT: Types = {"id": "integer", "a": "text"}

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from protocol.errors import Unavailable
-from storage import csvstream
+from storage.csv import stream as csvstream
 from storage.journal import Journal
 from storage.locks import InMemoryLockStore
 from storage.table import TableConfig, TableStore
@@ -23,13 +23,18 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the download fo
 
 
 @pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[TableService]:
-    table = TableStore(TableConfig(data_dir=tmp_path / "data", flush_s=3600), Journal(tmp_path / "journal.db"))
-    await table.open()  # the built-in sample table
+async def table(tmp_path: Path) -> AsyncIterator[TableStore]:
+    store = TableStore(TableConfig(data_dir=tmp_path / "data", flush_s=3600), Journal(tmp_path / "journal.db"))
+    await store.open()  # the built-in sample table
     try:
-        yield TableService(table, InMemoryLockStore(ttl_s=30, cooldown_s=0), PresenceConfig())
+        yield store
     finally:
-        await table.close()
+        await store.close()
+
+
+@pytest.fixture
+def service(table: TableStore) -> TableService:
+    return TableService(table, InMemoryLockStore(ttl_s=30, cooldown_s=0), PresenceConfig())
 
 
 @pytest.fixture(params=[1, 3], ids=["one-child", "three-children"])
@@ -76,21 +81,20 @@ def our_children() -> set[int]:
 
 async def change(table: TableStore, **values: Any) -> int:
     added = table.add(values, "tester")
-    await table.durable(added)
-    row_id: int = added.payload["row"]["id"]
+    await added.durable()
+    row_id: int = added.change.row()["id"]
     return row_id
 
 
 @pytest.mark.usefixtures("slices")
-async def test_download_is_the_table_at_the_moment_it_was_asked_for(service: TableService) -> None:
-    table = service.table
+async def test_download_is_the_table_at_the_moment_it_was_asked_for(service: TableService, table: TableStore) -> None:
     await change(table, user="=risky", pnl=-1.5, max_risk=3)
     before = expected_csv(table)
     stream = await service.export()
     # Changes after the snapshot, before a byte was read, are not in it.
     await change(table, user="later")
     deleted = table.delete(1, None, "tester")
-    await table.durable(deleted)
+    await deleted.durable()
     assert await read_all(stream) == before
     assert expected_csv(table) != before
     assert not our_children()
@@ -106,9 +110,8 @@ async def test_a_download_left_unread_stops_its_children(service: TableService) 
 
 
 async def test_a_download_holding_a_change_that_is_undone_is_refused(
-    service: TableService, monkeypatch: pytest.MonkeyPatch
+    service: TableService, table: TableStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    table = service.table
 
     async def failing_append(*args: Any) -> None:
         raise OSError("disk full")
@@ -118,5 +121,5 @@ async def test_a_download_holding_a_change_that_is_undone_is_refused(
     with pytest.raises(Unavailable):
         await service.export()  # the snapshot held the change; its commit failed
     with pytest.raises(Unavailable):
-        await table.durable(pending)
+        await pending.durable()
     assert not our_children()

@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 import socketio
 
-from handlers.events import SocketHandlers, SocketState
+from handlers.events import SocketHandlers
+from handlers.sockets import SocketRegistry, SocketState
 from protocol.events import EventSpec
 from protocol.payloads import Empty
 from protocol.results import EmptyResult
@@ -89,8 +90,9 @@ async def test_an_unexpected_exception_is_acked_internal() -> None:
         raise RuntimeError("a bug")
 
     sio = socketio.AsyncServer(async_mode="aiohttp")
-    handlers = SocketHandlers(sio, None, None, None, rate_limit=0, rate_burst=0)  # type: ignore[arg-type]
-    handlers.sockets["sid1"] = SocketState(sid="sid1", bucket=None)
+    sockets = SocketRegistry(sio, None, rate_limit=0, rate_burst=0)  # type: ignore[arg-type]
+    handlers = SocketHandlers(sio, None, sockets, None, None)  # type: ignore[arg-type]
+    sockets.add("sid1")
     adapter = handlers._adapter("broken", EventSpec(Empty, EmptyResult, "EmptyResult", "", guest=True), broken)
     ack = await adapter("sid1", {})
     assert ack["ok"] is False

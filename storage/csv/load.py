@@ -1,4 +1,4 @@
-"""CSV files on disk: parsing with type inference, writing, and atomic replacement.
+"""Parsing a table's CSV, with column types inferred once and kept.
 
 Loading a million rows is mostly the parser making Python objects, so the loader asks it to
 make as few as possible: a column whose type is already known (our own checkpoint) is read
@@ -16,21 +16,21 @@ import mmap
 import os
 import re
 import warnings
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 
-from storage.csvtext import ROWS_PER_BLOCK, Block, Value, csv_bytes, id_block, row_blocks
+from protocol.values import Value
+from storage.csv.text import ROWS_PER_BLOCK, Block, id_block
 
 ColumnType = Literal["integer", "number", "text"]
 ID_COLUMN = "id"
 _CHUNK_ROWS = 250_000
-_PREFIX_BLOCK = 8 << 20  # bytes of lines given their ids at a time
-_BOM = "\ufeff".encode()
 _TYPE_SAMPLE = 1000  # values tried as numbers before a whole column is
 _SHARE_SAMPLE = 4096  # values looked at to tell a column of few distinct values
 _SHARE_MAX_DISTINCT = 1024
@@ -58,7 +58,7 @@ class Column:
 class LoadedCsv:
     columns: list[Column]  # `id` first
     ids: list[int]  # file order
-    values: list[tuple[Value, ...]]  # each row's other columns, in the order of `ids`
+    values: list[tuple[Value, ...]]  # each row's other columns (then its version, if read with one), as `ids`
     rewritten: bool  # ids were added, moved or assigned: the file on disk differs
 
     def __len__(self) -> int:
@@ -73,45 +73,27 @@ class LoadedCsv:
         stop = len(self.ids) if end is None else end
         for first in range(start, stop, ROWS_PER_BLOCK):
             last = min(first + ROWS_PER_BLOCK, stop)
-            yield id_block(self.ids[first:last], self.values[first:last])
-
-
-def fingerprint(path: Path) -> str | None:
-    """Identity of one version of a file; `os.replace` keeps it, an edit changes it."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_file(tmp: Path, dest: Path) -> None:
-    os.replace(tmp, dest)
-    fsync_dir(dest.parent)
+            yield id_block(self.ids[first:last], self.values[first:last], len(self.columns) - 1)
 
 
 # ---- loading ------------------------------------------------------------------------
 
 
 def load_csv(
-    path: Path, types: dict[str, ColumnType] | None = None, progress: Callable[[int], None] | None = None
+    path: Path,
+    types: dict[str, ColumnType] | None = None,
+    progress: Callable[[int], None] | None = None,
+    version: int | None = None,
 ) -> LoadedCsv:
     """Parse a table. `types` (from our own last export) pins column types; without it they
     are inferred. A file without an `id` column gets ids 1..n in file order. `progress` is
-    told the rows parsed so far, every `_CHUNK_ROWS`."""
+    told the rows parsed so far, every `_CHUNK_ROWS`. With `version`, each row's tuple ends
+    with it: the table's own row shape, made once instead of copied after."""
     names = read_header(path)
     if types:
         with contextlib.suppress(_ReadAsText):
-            return _load(path, names, types, progress, direct=True)
-    return _load(path, names, types, progress, direct=False)
+            return _load(path, names, types, progress, version=version, direct=True)
+    return _load(path, names, types, progress, version=version, direct=False)
 
 
 def read_header(path: Path) -> list[str]:
@@ -180,6 +162,8 @@ def _load(
     names: list[str],
     types: dict[str, ColumnType] | None,
     progress: Callable[[int], None] | None,
+    *,
+    version: int | None,
     direct: bool,
 ) -> LoadedCsv:
     """Read the file once and convert each column. With `direct`, the columns of a pinned
@@ -212,7 +196,7 @@ def _load(
         kind, converted = _column(parts.pop(name), (types or {}).get(name), name, name in numeric)
         values.append(_share_repeats(converted, kind))
         columns.append(Column(name, kind))
-    return LoadedCsv(columns=columns, ids=ids, values=_row_tuples(values, count), rewritten=rewritten)
+    return LoadedCsv(columns=columns, ids=ids, values=_row_tuples(values, count, version), rewritten=rewritten)
 
 
 def _column(parts: list[Any], kind: ColumnType | None, name: str, direct: bool) -> tuple[ColumnType, list[Value]]:
@@ -415,78 +399,7 @@ def _share_repeats(values: list[Value], kind: ColumnType) -> list[Value]:
     return [canonical.setdefault(v, v) for v in values]
 
 
-def _row_tuples(columns: list[list[Value]], count: int) -> list[tuple[Value, ...]]:
+def _row_tuples(columns: list[list[Value]], count: int, version: int | None) -> list[tuple[Value, ...]]:
+    if version is not None:
+        return list(zip(*columns, repeat(version, count), strict=True))
     return list(zip(*columns, strict=True)) if columns else [()] * count
-
-
-# ---- writing ------------------------------------------------------------------------
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Value]]) -> None:
-    """Write a complete CSV and fsync it; the caller renames it into place. RFC 4180 line
-    ends (CRLF) make the writer quote any cell holding a bare CR, which would split a row."""
-    write_blocks(path, header, row_blocks(rows))
-
-
-def write_blocks(path: Path, header: Sequence[str], blocks: Iterable[Block]) -> None:
-    """`write_csv` for rows given as blocks of columns (see `storage.csvtext`)."""
-    with path.open("wb") as fh:
-        for data in csv_bytes(header, blocks):
-            fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-@dataclass(frozen=True)
-class PrefixedIds:
-    """What `write_with_ids` wrote: its lines, and whether they can be the file's records."""
-
-    rows: int  # lines given an id (blank lines are dropped, as the parser skips them)
-    commas: int  # commas in those lines
-    plain: bool  # no quote anywhere, and every CR ends a line
-
-    def matches(self, loaded: LoadedCsv) -> bool:
-        """Whether each line was exactly one of `loaded`'s rows (loaded from the source with
-        ids 1..n added): with no quotes, a record ends only at a line end; one line per row,
-        and (the parser having refused longer lines) each with all the row's fields."""
-        fields = len(loaded.columns) - 1
-        return self.plain and self.rows == len(loaded) and self.commas == self.rows * (fields - 1)
-
-
-def write_with_ids(source: Path, dest: Path) -> PrefixedIds:
-    """`source`, a CSV without an id column, as `dest` (fsynced) with ids 1..n written in front
-    of its lines: the id migration without formatting a single value, and without waiting
-    for the parse, which it can run beside. Valid only if the result `matches` the parse."""
-    rows = commas = 0
-    with source.open("rb") as src, dest.open("wb") as out:
-        header = src.readline().removeprefix(_BOM)
-        plain = _plain(header)
-        out.write(b"id," + header + (b"" if header.endswith(b"\n") else b"\n"))
-        rest = b""
-        while True:
-            block = src.read(_PREFIX_BLOCK)
-            lines, rest = _whole_lines(rest + block, final=not block)
-            plain = plain and _plain(lines)
-            kept = [line for line in lines.split(b"\n")[:-1] if line not in (b"", b"\r")]
-            out.write(b"".join(map(b"%d,%s\n".__mod__, enumerate(kept, start=rows + 1))))
-            rows += len(kept)
-            commas += lines.count(b",")
-            if not block:
-                break
-        out.flush()
-        os.fsync(out.fileno())
-    return PrefixedIds(rows=rows, commas=commas, plain=plain)
-
-
-def _plain(data: bytes) -> bool:
-    """No quote (so no record spans lines) and no CR but in a CRLF line end."""
-    return b'"' not in data and data.count(b"\r") == data.count(b"\r\n")
-
-
-def _whole_lines(data: bytes, final: bool) -> tuple[bytes, bytes]:
-    """`data` cut after its last line end (the rest waits for the next block); at the end of
-    the file an unterminated last line gets its line end."""
-    if final:
-        return (data + b"\n" if data and not data.endswith(b"\n") else data), b""
-    cut = data.rfind(b"\n") + 1
-    return data[:cut], data[cut:]

@@ -12,7 +12,8 @@ from itertools import islice
 from operator import itemgetter
 from typing import cast
 
-Value = int | float | str | None
+from protocol.values import Value
+
 Block = Sequence[Sequence[Value]]  # one block of rows, given as its columns
 ROWS_PER_BLOCK = 20_000
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -96,7 +97,6 @@ def csv_bytes(header: Sequence[str], blocks: Iterable[Block], escape: bool = Fal
             yield format_block(block, escape)
 
 
-def id_block(ids: Sequence[int], values: Sequence[tuple[Value, ...]]) -> Block:
-    """Rows of the table (an id, then a tuple of the other columns) as one block."""
-    width = len(values[0]) if values else 0
+def id_block(ids: Sequence[int], values: Sequence[tuple[Value, ...]], width: int) -> Block:
+    """Rows of the table (an id, then a tuple starting with the other `width` columns) as one block."""
     return [ids, *(list(map(itemgetter(k), values)) for k in range(width))]

@@ -26,7 +26,7 @@ from typing import Generic, Protocol, TypeVar
 if sys.platform != "win32":
     import fcntl
 
-from storage.csvtext import Block, format_block, header_line
+from storage.csv.text import Block, format_block, header_line
 
 Blocks = Callable[[int, int], Iterator[Block]]  # the rows at positions [start, end), as blocks
 Forker = Callable[[Callable[[], None], int], int]  # runs work in a child keeping one fd: its pid

@@ -1,0 +1,2 @@
+"""The table's CSV: parsing (`load`), formatting (`text`), writing files (`write`), and
+streaming it from forked snapshots (`stream`)."""
