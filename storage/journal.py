@@ -1,8 +1,11 @@
 """The table's durable change journal: a SQLite table in WAL mode with synchronous=FULL.
 
 Every acked change is a row here before its ack. One thread owns the connection, so a whole
-batch of changes (group commit) costs one executor hop and one fsync. The CSV on disk is a
-checkpoint: `table_meta` says which seq it reflects, and replay starts after it.
+batch of changes (group commit) costs one executor hop and one fsync, and a commit writes
+the changes and nothing else: the table's seq and highest id are read back from them, and a
+row's version is folded into `row_versions` only when its change is pruned, so each commit
+touches one page. The CSV on disk is a checkpoint: `table_meta` says which seq it reflects,
+and replay starts after it.
 """
 
 from __future__ import annotations
@@ -31,14 +34,20 @@ CREATE TABLE IF NOT EXISTS row_versions (id INTEGER PRIMARY KEY, version INTEGER
 class JournalRecord:
     seq: int
     change: CsvUpdate  # the csv_update payload; add/update carry the whole new row
-    row_id: int
-    version: int | None  # None: the row is gone
+
+
+def _fold(versions: dict[int, int | None], change: CsvUpdate) -> None:
+    """The row version `change` leaves behind (None: the row is gone)."""
+    if change["op"] == "delete":
+        versions[change["id"]] = None
+    elif "row" in change:
+        versions[change["row"]["id"]] = change["seq"]
 
 
 @dataclass
 class JournalState:
     meta: dict[str, Any]
-    versions: dict[int, int]
+    versions: dict[int, int | None]  # None: the row is gone
     replay: list[CsvUpdate] = field(default_factory=list)  # changes after the checkpoint
     history: list[CsvUpdate] = field(default_factory=list)  # newest `keep`, oldest first
 
@@ -69,12 +78,20 @@ class Journal:
         conn.executescript(_SCHEMA)
         self._conn = conn
         meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM table_meta")}
-        versions = dict(conn.execute("SELECT id, version FROM row_versions"))
+        versions: dict[int, int | None] = dict(conn.execute("SELECT id, version FROM row_versions"))
         checkpoint = int(meta.get("checkpoint_seq", 0))
-        replay = [
-            json.loads(c)
-            for (c,) in conn.execute("SELECT change FROM table_changes WHERE seq > ? ORDER BY seq", (checkpoint,))
-        ]
+        replay: list[CsvUpdate] = []
+        seq, max_id = int(meta.get("seq", 0)), int(meta.get("max_id", 0))
+        for (text,) in conn.execute("SELECT change FROM table_changes ORDER BY seq"):
+            change: CsvUpdate = json.loads(text)
+            seq = max(seq, change["seq"])
+            if "row" in change:
+                max_id = max(max_id, change["row"]["id"])
+            if change["seq"] > checkpoint:
+                replay.append(change)
+            else:  # in the CSV already, but the CSV holds no versions
+                _fold(versions, change)
+        meta |= {"seq": seq, "max_id": max_id}
         floor = int(meta.get("history_floor", 0))
         history = [
             json.loads(c)
@@ -86,25 +103,15 @@ class Journal:
         ]
         return JournalState(meta=meta, versions=versions, replay=replay, history=history)
 
-    async def append(self, records: Sequence[JournalRecord], max_id: int) -> None:
-        await self._run(self._append, records, max_id)
+    async def append(self, records: Sequence[JournalRecord]) -> None:
+        await self._run(self._append, records)
 
-    def _append(self, records: Sequence[JournalRecord], max_id: int) -> None:
-        db = self._db
+    def _append(self, records: Sequence[JournalRecord]) -> None:
         with self._transaction():
-            db.executemany(
+            self._db.executemany(
                 "INSERT INTO table_changes (seq, change) VALUES (?, ?)",
                 [(r.seq, json.dumps(r.change, separators=(",", ":"))) for r in records],
             )
-            db.executemany(
-                "INSERT OR REPLACE INTO row_versions (id, version) VALUES (?, ?)",
-                [(r.row_id, r.version) for r in records if r.version is not None],
-            )
-            db.executemany(
-                "DELETE FROM row_versions WHERE id = ?",
-                [(r.row_id,) for r in records if r.version is None],
-            )
-            self._put_meta({"seq": records[-1].seq, "max_id": max_id})
 
     def _put_meta(self, values: dict[str, Any]) -> None:
         self._db.executemany(
@@ -123,9 +130,21 @@ class Journal:
         await self._run(self._finish_checkpoint, values, prune_through)
 
     def _finish_checkpoint(self, values: dict[str, Any], prune_through: int) -> None:
+        db = self._db
         with self._transaction():
             self._put_meta(values)
-            self._db.execute("DELETE FROM table_changes WHERE seq <= ?", (prune_through,))
+            # The pruned changes' versions live on in row_versions; the CSV holds none.
+            versions: dict[int, int | None] = {}
+            for (text,) in db.execute("SELECT change FROM table_changes WHERE seq <= ? ORDER BY seq", (prune_through,)):
+                _fold(versions, json.loads(text))
+            db.executemany(
+                "INSERT OR REPLACE INTO row_versions (id, version) VALUES (?, ?)",
+                [(row_id, v) for row_id, v in versions.items() if v is not None],
+            )
+            db.executemany(
+                "DELETE FROM row_versions WHERE id = ?", [(row_id,) for row_id, v in versions.items() if v is None]
+            )
+            db.execute("DELETE FROM table_changes WHERE seq <= ?", (prune_through,))
 
     async def reset(self, values: dict[str, Any]) -> None:
         """The table was replaced whole (restore, hand edit): every row takes the new seq."""

@@ -253,3 +253,42 @@ async def test_a_crash_mid_export_leaves_no_writer_behind(
     page = await client.ask("fetch_csv", {"offset": 300_000, "limit": 5})
     assert [row["values"]["name"] for row in page["rows"]] == ["trigger"]
     assert not [path for path in crashed_temps if path.exists()]
+
+
+async def test_versions_and_ids_survive_checkpoints_that_prune_their_changes(
+    make_server: MakeServer, connect: Connect
+) -> None:
+    """The CSV holds no versions: once a checkpoint prunes the changes it holds, their rows'
+    versions and the highest id given out must live on elsewhere in the journal."""
+    server = make_server({"CSV_FLUSH_S": "0.05", "HISTORY_KEEP": "1"})
+    token = await login(server.url, "pruned_user")
+    client = await connect(server.url, token)
+    expected: dict[int, dict[str, Any]] = {}
+    for row_id in (3, 7, 9):
+        assert (await client.ask("lock_row", {"id": row_id}))["ok"]
+        ack = await client.ask("update_csv", {"id": row_id, "values": {"user": f"pruned_{row_id}"}})
+        expected[row_id] = ack["row"]
+    added = (await client.ask("add_csv", {"values": {"user": "short_lived"}}))["row"]
+    assert (await client.ask("lock_row", {"id": added["id"]}))["ok"]
+    assert (await client.ask("delete_csv", {"id": added["id"]}))["ok"]
+    seq_before = (await client.ask("fetch_csv", {"limit": 1}))["seq"]
+    deadline = time.monotonic() + 20
+    while not any(row.get("user") == "pruned_9" for row in read_csv(server.data_dir / "backend_table.csv")):
+        assert time.monotonic() < deadline, "the CSV never caught up"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # the checkpoint's journal step follows the rename
+    await client.disconnect()
+    for restart in (server.kill, server.stop):
+        restart()
+        server.start()
+        client = await connect(server.url, await login(server.url, "pruned_user"))
+        rows, seq = await all_rows(client)
+        assert seq == seq_before
+        for row_id, row in expected.items():
+            assert rows[row_id] == row, row_id
+        assert added["id"] not in rows
+        await client.disconnect()
+    client = await connect(server.url, await login(server.url, "pruned_user"))
+    fresh = (await client.ask("add_csv", {"values": {"user": "after_prune"}}))["row"]
+    assert fresh["id"] > added["id"]  # ids are never reused
+    assert fresh["version"] == seq_before + 1

@@ -94,7 +94,7 @@ class Checkpointer:
 
     async def _checkpoint(self, backup: bool) -> None:
         rows, csv = self._rows, self._files.csv
-        seq, mark = rows.seq, self._commit.mark()
+        seq, max_id, mark = rows.seq, rows.max_id, self._commit.mark()
         if seq == self.seq:
             if backup:
                 self._backups.keep(csv, self.seq, self.rows)
@@ -117,7 +117,14 @@ class Checkpointer:
         else:
             self._backups.keep_if_due(csv, self.seq, self.rows)
         await asyncio.to_thread(replace_file, tmp, csv)  # unlinking a big old CSV takes ms
-        meta = {"checkpoint_seq": seq, "checkpoint_fp": fp, "checkpoint_rows": count, "columns": columns}
+        meta = {
+            "seq": seq,
+            "max_id": max_id,
+            "checkpoint_seq": seq,
+            "checkpoint_fp": fp,
+            "checkpoint_rows": count,
+            "columns": columns,
+        }
         prune = min(seq, self._commit.committed_seq - self._history_keep)
         await self._journal.finish_checkpoint({**meta, "pending_fp": None}, prune_through=prune)
         self.seq, self.rows = seq, count

@@ -40,9 +40,7 @@ class Pending:
         await asyncio.shield(self.future)
 
     def record(self) -> JournalRecord:
-        change = self.change
-        version = None if change.op == "delete" else change.seq
-        return JournalRecord(seq=change.seq, change=change.payload, row_id=change.row_id, version=version)
+        return JournalRecord(seq=self.change.seq, change=self.change.payload)
 
 
 Mark = tuple[Pending | None, int]  # the newest change then, and the rollbacks then
@@ -119,7 +117,7 @@ class GroupCommit:
                 batch, self._queue = self._queue, []
                 started = time.perf_counter()
                 try:
-                    await self._journal.append([p.record() for p in batch], batch[-1].change.max_id_after)
+                    await self._journal.append([p.record() for p in batch])
                 except Exception:
                     log.exception("journal commit failed; undoing changes not yet durable")
                     self._fail([*batch, *self._queue])

@@ -42,7 +42,6 @@ class Change:
     payload: CsvUpdate  # the csv_update broadcast; add and update carry the whole new row
     old: Row | None  # what undo puts back (update, delete)
     max_id_before: int
-    max_id_after: int
 
     def row(self) -> WireRow:
         """The changed row as stored (add and update)."""
@@ -76,12 +75,12 @@ class Rows:
         self.seq = seq
         self.max_id = max(max_id, loaded.max_id)
 
-    def set_versions(self, versions: Iterable[tuple[int, int]]) -> None:
+    def set_versions(self, versions: Iterable[tuple[int, int | None]]) -> None:
         """Rows changed before the CSV was last written carry their own version."""
         rows = self._rows
         for row_id, version in versions:
             row = rows.get(row_id)
-            if row is not None:
+            if row is not None and version is not None:
                 rows[row_id] = (*row[:-1], version)
 
     def replay(self, change: CsvUpdate) -> None:
@@ -145,7 +144,7 @@ class Rows:
         self._rows[row_id] = row
         self._order.add(row_id)
         payload: CsvUpdate = {"op": "add", "seq": self.seq, "by": by, "ts": now_ms(), "row": self.wire(row_id, row)}
-        return Change(self.seq, "add", row_id, payload, None, max_before, self.max_id)
+        return Change(self.seq, "add", row_id, payload, None, max_before)
 
     def update(self, row_id: int, values: dict[str, Any], version: int | None, by: str) -> Change:
         old = self._current(row_id, version)
@@ -167,7 +166,7 @@ class Rows:
             "row": self.wire(row_id, row),
             "before": before,
         }
-        return Change(self.seq, "update", row_id, payload, old, self.max_id, self.max_id)
+        return Change(self.seq, "update", row_id, payload, old, self.max_id)
 
     def delete(self, row_id: int, version: int | None, by: str) -> Change:
         old = self._current(row_id, version)
@@ -182,7 +181,7 @@ class Rows:
             "id": row_id,
             "before": dict(zip(self._names, old, strict=False)),
         }
-        return Change(self.seq, "delete", row_id, payload, old, self.max_id, self.max_id)
+        return Change(self.seq, "delete", row_id, payload, old, self.max_id)
 
     def undo(self, changes: Sequence[Change]) -> None:
         """Take back `changes` (the newest ones, oldest first) as if never made."""
