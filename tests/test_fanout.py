@@ -295,3 +295,42 @@ async def test_a_pubsub_manager_sits_on_top_and_delivers_through_the_direct_path
         for client in made:
             await client.wait_count(11)
             assert client.got[-1] == {"n": 10, "note": "remote"}
+
+
+async def test_heartbeats_come_from_one_task_and_a_silent_peer_is_dropped() -> None:
+    import aiohttp
+
+    manager = DirectManager()
+    sio = FanoutServer(client_manager=manager, async_mode="aiohttp", ping_interval=0.2, ping_timeout=0.3)
+    app = web.Application()
+    sio.attach(app)
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        answering = [Recorder() for _ in range(3)]
+        for client in answering:
+            await client.connect(url, transports=["websocket"], wait_timeout=10)
+        async with aiohttp.ClientSession() as http:
+            silent = await http.ws_connect(f"{url}/socket.io/?EIO=4&transport=websocket")
+            assert (await silent.receive_str()).startswith("0{")  # OPEN
+            await silent.send_str("40")  # the Socket.IO connect, then never a pong
+            pings = 0
+            async with asyncio.timeout(5):
+                while True:
+                    message = await silent.receive()
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        break  # closed by the server
+                    pings += message.data == "2"
+            assert pings >= 1
+            await asyncio.sleep(1.0)  # several ping cycles for the others
+            assert all(client.connected for client in answering)
+            names = [task.get_coro().__qualname__ for task in asyncio.all_tasks()]  # type: ignore[union-attr]
+            assert names.count("PingWheel._run") == 1
+            assert not any(name.endswith("_send_ping") for name in names)
+        for client in answering:
+            await client.drop()
+    finally:
+        await runner.cleanup()

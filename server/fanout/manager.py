@@ -33,6 +33,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
 from server.fanout.frames import websocket_frames
+from server.fanout.pings import PingWheel
 from server.fanout.polling import cap_poll_answers
 from server.fanout.websocket import Link, Wire, driver
 
@@ -172,7 +173,8 @@ class DirectManager(socketio.AsyncManager):  # type: ignore[misc]
 class FanoutServer(socketio.AsyncServer):  # type: ignore[misc]
     """An `AsyncServer` whose packets to one socket (acks, connect replies) take the manager's
     direct path too, so an ack leaves with the broadcasts of the same tick, not after them,
-    and whose long-polling answers stay within what every client accepts."""
+    whose long-polling answers stay within what every client accepts, and whose heartbeats come
+from one task (`PingWheel`) instead of one per socket."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -180,12 +182,18 @@ class FanoutServer(socketio.AsyncServer):  # type: ignore[misc]
         # incoming Engine.IO message only adds cost, and inline handling keeps a socket's
         # packets decoded in the order they came.
         self.eio.async_handlers = False
+        self._pings = PingWheel(self.eio.ping_interval)
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         socket = self.eio.sockets.get(eio_sid)  # created just before this event, not yet polled
         if socket is not None:
             cap_poll_answers(socket)
+            self._pings.install(socket)
         return await super()._handle_eio_connect(eio_sid, environ)
+
+    async def shutdown(self) -> None:
+        await self._pings.stop()
+        await super().shutdown()
 
     async def _send_packet(self, eio_sid: str, pkt: sio_packet.Packet) -> None:
         manager = self.manager
