@@ -334,3 +334,27 @@ async def test_heartbeats_come_from_one_task_and_a_silent_peer_is_dropped() -> N
             await client.drop()
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        1,
+        "text",
+        b"raw",
+        bytearray(b"raw"),
+        [],
+        {},
+        ["csv_update", {"row": {"id": 1, "values": {"a": None, "b": 2.5}}}],
+        ["ev", {"deep": [[[{"x": [1, 2, {"y": b"\x00"}]}]]]}],
+        ["ev", [{"a": 1}, {"b": [bytearray(b"!")]}]],
+        {"k": ("tuple", b"not walked")},  # tuples are not lists to the library either
+    ],
+)
+def test_binary_check_answers_as_the_library_does(data: Any) -> None:
+    from socketio import packet as sio_packet
+
+    from server.fanout.packets import Packet
+
+    assert Packet.data_is_binary(data) == sio_packet.Packet.data_is_binary(data)

@@ -33,6 +33,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
 from server.fanout.frames import websocket_frames
+from server.fanout.packets import Packet
 from server.fanout.pings import PingWheel
 from server.fanout.polling import cap_poll_answers
 from server.fanout.websocket import Link, Wire, driver
@@ -172,11 +173,12 @@ class DirectManager(socketio.AsyncManager):  # type: ignore[misc]
 
 class FanoutServer(socketio.AsyncServer):  # type: ignore[misc]
     """An `AsyncServer` whose packets to one socket (acks, connect replies) take the manager's
-    direct path too, so an ack leaves with the broadcasts of the same tick, not after them,
-    whose long-polling answers stay within what every client accepts, and whose heartbeats come
-from one task (`PingWheel`) instead of one per socket."""
+        direct path too, so an ack leaves with the broadcasts of the same tick, not after them,
+        whose long-polling answers stay within what every client accepts, and whose heartbeats come
+    from one task (`PingWheel`) instead of one per socket."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("serializer", Packet)
         super().__init__(*args, **kwargs)
         # Socket.IO already runs each event handler in a task of its own; a second task per
         # incoming Engine.IO message only adds cost, and inline handling keeps a socket's
@@ -190,6 +192,12 @@ from one task (`PingWheel`) instead of one per socket."""
             cap_poll_answers(socket)
             self._pings.install(socket)
         return await super()._handle_eio_connect(eio_sid, environ)
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
+        await super()._handle_eio_disconnect(eio_sid, reason)
+        manager = self.manager
+        if isinstance(manager, DirectManager):
+            manager.wire.closed(eio_sid)
 
     async def shutdown(self) -> None:
         await self._pings.stop()

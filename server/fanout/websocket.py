@@ -55,6 +55,13 @@ class Wire:
     links: dict[str, Link] = field(default_factory=dict)
     writer: TickWriter = field(default_factory=TickWriter)
 
+    def closed(self, eio_sid: str) -> None:
+        """Engine.IO closed the socket: stop its writer, which closes the websocket and so
+        ends the reader."""
+        link = self.links.get(eio_sid)
+        if link is not None:
+            link.socket.queue.put_nowait(None)
+
     def backed_up(self, link: Link) -> bool:
         # Flow control pauses a transport past its high-water mark (64 KiB by default).
         return link.transport.get_write_buffer_size() + self.writer.pending(link) > self.limit
@@ -86,8 +93,6 @@ class _Session:
         self._wire = wire
         self._link = link
         self._server = server
-        # A client pings back within ping_interval + ping_timeout; silence that long is a dead peer.
-        self._read_timeout = server.ping_interval + server.ping_timeout
 
     async def run(self) -> None:
         socket = self._link.socket
@@ -128,9 +133,11 @@ class _Session:
 
     async def _next(self) -> eio_packet.Packet | None:
         """The next packet from the client; None once the connection is over or misbehaves."""
+        # No timeout of its own: a peer that stops answering pings is closed by engine.io's
+        # sweep, which stops the writer (`Wire.closed`), which closes the websocket.
         try:
-            msg = await self._link.response.receive(timeout=self._read_timeout)
-        except (TimeoutError, OSError):
+            msg = await self._link.response.receive()
+        except OSError:
             return None
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
             return None  # closed, closing or a protocol error
