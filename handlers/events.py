@@ -22,6 +22,7 @@ from protocol.payloads import (
     Empty,
     FetchCsv,
     Numbers,
+    OhlcStream,
     RestoreBackup,
     RowRef,
     Subscription,
@@ -289,7 +290,7 @@ class SocketHandlers:
             await self._sockets.leave(state, LEGACY_OHLC_ROOM)
         return {"ok": True}
 
-    async def _ohlc_stream(self, state: SocketState, p: Empty) -> CandlesResult:
+    async def _ohlc_stream(self, state: SocketState, p: OhlcStream) -> CandlesResult:
         await self._sockets.join(state, ohlc_room("1m"))
         await self._sockets.join(state, LEGACY_OHLC_ROOM)
         return {"ok": True, "candles": await self._streams.history("1m", 100)}

@@ -21,6 +21,7 @@ class EventSpec:
     summary: str
     guest: bool = False  # guests may call it
     quiet: bool = False  # reads: logged at debug level only
+    ack_optional: bool = False  # a client may emit it without an ack callback (it gets no answer then)
 
 
 def _event(
@@ -31,8 +32,9 @@ def _event(
     name: str | None = None,
     guest: bool = False,
     quiet: bool = False,
+    ack_optional: bool = False,
 ) -> EventSpec:
-    return EventSpec(payload, result, name or result.__name__, summary, guest, quiet)
+    return EventSpec(payload, result, name or result.__name__, summary, guest, quiet, ack_optional)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,11 @@ EVENTS: Mapping[str, EventSpec] = MappingProxyType(
         ),
         "unsubscribe": _event(p.Subscription, r.EmptyResult, "Stop receiving a stream."),
         "ohlc-stream": _event(
-            p.Empty, r.CandlesResult, "Seed-frontend compatibility: subscribe to 1m candles and `ohlc-data` bars."
+            p.OhlcStream,
+            r.CandlesResult,
+            "Seed-frontend compatibility: subscribe to 1m candles and `ohlc-data` bars. Takes any object "
+            "(the seed dashboard sends `{message}`) and needs no ack callback.",
+            ack_optional=True,
         ),
     }
 )

@@ -1,7 +1,10 @@
 """What clients send: one payload model per client->server event and REST body.
 
 `extra="forbid"` turns unknown fields into `invalid_input`; strict mode keeps `"5"` out of
-integer fields and `true` out of numbers, so a payload is taken exactly as documented.
+integer fields and `true` out of numbers, so a payload is taken exactly as documented. Every
+rule a payload can be judged by without looking at the table lives here, so it is checked
+before any row, lock or backup is (bad input wins over `locked`, `not_found` and the like).
+The one lenient model is `OhlcStream`: the seed dashboard's own payload must pass.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocol.errors import InvalidInput
-from protocol.values import MAX_ROW_ID, OhlcInterval
+from protocol.values import BACKUP_NAME_PATTERN, MAX_ROW_ID, OhlcInterval
 
 
 def _row_id() -> Any:
@@ -64,7 +67,11 @@ class RowRef(Payload):
 
 class RestoreBackup(Payload):
     name: str | None = Field(
-        None, min_length=1, max_length=255, description="Backup name from `list_backups`; default the newest."
+        None,
+        max_length=255,
+        pattern=BACKUP_NAME_PATTERN,
+        description="Backup name from `list_backups`; default the newest. A name not of that form "
+        "(a path, another file) is `invalid_input`.",
     )
 
 
@@ -76,6 +83,22 @@ class Subscription(Payload):
     stream: Literal["random_number", "ohlc"] = Field(description="`random_number`, or `ohlc` with an `interval`.")
     interval: OhlcInterval | None = Field(None, description="OHLC only: candle width.")
     history: int = Field(100, ge=0, le=1000, description="OHLC subscribe only: closed candles to return in the ack.")
+
+
+class RecordQuery(Payload):
+    offset: int = Field(0, ge=0, description="Rows to skip (rows are ordered by id).")
+    limit: int | None = Field(None, ge=1, description="Rows to return; default every row from `offset`.")
+
+
+class OhlcStream(Payload):
+    """Any object. The seed dashboard emits `ohlc-stream` with
+    `{message: "Start streaming OHLC data"}` and no ack callback, and must get its candles."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [{}, {"message": "Start streaming OHLC data"}]},
+    )
+    message: Any = Field(None, description="Ignored, as is every other field; the seed dashboard sends a greeting.")
 
 
 M = TypeVar("M", bound=Payload)

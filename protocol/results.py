@@ -85,6 +85,23 @@ class Ohlc(TypedDict):
     closed: Annotated[bool, _d("True once the candle is complete.")]
 
 
+_CELL: Any = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]}  # a Value
+
+
+@with_config(ConfigDict(extra="allow", json_schema_extra={"additionalProperties": _CELL}))
+class Record(TypedDict):
+    """A row as a flat record, the seed dashboards' shape: `id` and every other column by name,
+    with the values a row's `values` holds (no `version`)."""
+
+    id: Annotated[int, Field(ge=1, le=MAX_ROW_ID, description="Row id.")]
+
+
+Records = Annotated[
+    list[Record],
+    Field(title="Records", description="Rows ordered by id, as flat records (`GET /record/`, no envelope)."),
+]
+
+
 # ---- ok results ---------------------------------------------------------------------------
 
 _OK = Annotated[Literal[True], _d("Always true on success.")]

@@ -1,4 +1,4 @@
-"""The wire's basic values: cells, column types, times, row ids, candle intervals."""
+"""The wire's basic values: cells, column types, times, row ids, candle intervals, backup names."""
 
 from __future__ import annotations
 
@@ -19,3 +19,6 @@ OHLC_INTERVALS: dict[str, int] = {
     "1h": 3600,
 }
 OhlcInterval = Literal["1s", "5s", "15s", "1m", "5m", "15m", "1h"]
+# A backup's file name: when it was taken (UTC, to the millisecond), the table seq and the rows
+# it holds. Anything else (a path, another file of DATA_DIR) can never name a backup.
+BACKUP_NAME_PATTERN = r"^backend_table-(\d{8}T\d{6}\.\d{3})Z-seq(\d+)-rows(\d+)\.csv$"

@@ -62,7 +62,9 @@ def create_app(settings: Settings) -> web.Application:
         },
     )
     for route in list(app.router.routes()):
-        if route.resource is not None and route.resource.canonical.startswith(("/api/", "/healthz")):
+        if route.resource is not None and route.resource.canonical.startswith(
+            ("/api/", "/auth/", "/record/", "/healthz")
+        ):
             cors.add(route)
     app[BROADCASTER] = broadcaster = Broadcaster(sio, metrics)
     app.cleanup_ctx.append(broadcaster.ctx)  # first in, last out: it sends what closing commits

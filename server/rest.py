@@ -1,16 +1,19 @@
-"""REST: login/register/logout, the table as JSON pages or a CSV download, and health."""
+"""REST: login/register/logout, the table as JSON pages or a CSV download, and health; and the
+seed dashboards' routes (`/auth/login`, `/record/`, `/auth/refresh`), which call the same
+services as the `/api/` routes and keep no rule of their own."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from protocol.errors import InvalidInput
-from protocol.payloads import Credentials, FetchCsv, parse
+from protocol.errors import InvalidInput, Unauthorized
+from protocol.payloads import Credentials, FetchCsv, RecordQuery, parse
 from server.context import SERVICES
+from storage.csv.stream import ByteStream
 from storage.users import Session
 
 routes = web.RouteTableDef()
@@ -38,6 +41,7 @@ async def register(request: web.Request) -> web.Response:
     return _ok(await request.app[SERVICES].sessions.register(p.username, p.password), status=201)
 
 
+@routes.post("/auth/login")  # the seed dashboards' path for the same login
 @routes.post("/api/login")
 async def login(request: web.Request) -> web.Response:
     p = parse(Credentials, await _json_body(request))
@@ -51,22 +55,43 @@ async def logout(request: web.Request) -> web.Response:
     return _ok({"ok": True})
 
 
-def _query(request: web.Request) -> tuple[dict[str, int], bool]:
-    wants_csv = "text/csv" in request.headers.get("Accept", "")
+def _integers(request: web.Request, names: Collection[str], skip: Collection[str] = ()) -> dict[str, int]:
+    """The query's integer parameters; anything but `names` (and `skip`) is `invalid_input`."""
     numbers: dict[str, int] = {}
     for key, value in request.query.items():
-        if key == "format":
-            if value not in ("csv", "json"):
-                raise InvalidInput("format is csv or json", field="format")
-            wants_csv = value == "csv"
-        elif key in ("offset", "limit", "since"):
-            try:
-                numbers[key] = int(value)
-            except ValueError:
-                raise InvalidInput(f"{key} must be an integer", field=key) from None
-        else:
+        if key in skip:
+            continue
+        if key not in names:
             raise InvalidInput(f"unknown query parameter {key!r}", field=key)
-    return numbers, wants_csv
+        try:
+            numbers[key] = int(value)
+        except ValueError:
+            raise InvalidInput(f"{key} must be an integer", field=key) from None
+    return numbers
+
+
+def _query(request: web.Request) -> tuple[dict[str, int], bool]:
+    wants_csv = "text/csv" in request.headers.get("Accept", "")
+    for value in request.query.getall("format", ()):
+        if value not in ("csv", "json"):
+            raise InvalidInput("format is csv or json", field="format")
+        wants_csv = value == "csv"
+    return _integers(request, ("offset", "limit", "since"), skip=("format",)), wants_csv
+
+
+async def _relay(request: web.Request, stream: ByteStream, headers: Mapping[str, str]) -> web.StreamResponse:
+    """Send `stream` as the answer, and close it."""
+    try:
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        # A failure past this point cuts the transfer short: the client never sees the
+        # chunked body end, so a truncated answer cannot pass for a whole one.
+        async for chunk in stream.chunks():
+            await response.write(chunk)
+        await response.write_eof()
+    finally:
+        await stream.close()
+    return response
 
 
 @routes.get("/api/fetch_csv")
@@ -77,23 +102,27 @@ async def fetch_csv(request: web.Request) -> web.StreamResponse:
     p = parse(FetchCsv, numbers)
     if not wants_csv:
         return _ok(await tables.fetch(p.offset, p.limit, p.since))
-    stream = await tables.export()
-    try:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/csv; charset=utf-8",
-                "Content-Disposition": 'attachment; filename="backend_table.csv"',
-            }
-        )
-        await response.prepare(request)
-        # A failure past this point cuts the transfer short: the client never sees the
-        # chunked body end, so a truncated CSV cannot pass for a whole one.
-        async for chunk in stream.chunks():
-            await response.write(chunk)
-        await response.write_eof()
-    finally:
-        await stream.close()
-    return response
+    headers = {
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": 'attachment; filename="backend_table.csv"',
+    }
+    return await _relay(request, await tables.export(), headers)
+
+
+@routes.get("/record/")
+async def records(request: web.Request) -> web.StreamResponse:
+    """The seed dashboards' table fetch: every row (or `offset`/`limit`'s slice) as a JSON array
+    of flat records, streamed from one snapshot."""
+    await _session(request)
+    p = parse(RecordQuery, _integers(request, ("offset", "limit")))
+    stream = await request.app[SERVICES].tables.records(p.offset, p.limit)
+    return await _relay(request, stream, {"Content-Type": "application/json; charset=utf-8"})
+
+
+@routes.post("/auth/refresh")
+async def refresh(request: web.Request) -> web.Response:
+    # No refresh tokens are issued: a clear 401 makes the seed dashboard log out and log in again.
+    raise Unauthorized("refresh tokens are not issued; log in again with POST /auth/login")
 
 
 @routes.get("/healthz")

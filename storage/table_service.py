@@ -1,5 +1,9 @@
 """The table's rules, one place for REST and Socket.IO alike: who may change which row,
-cooldowns, presence grace, restores. Results are the ok answers of `protocol.results`."""
+cooldowns, presence grace, restores. Results are the ok answers of `protocol.results`.
+
+Bad input is judged before state: a write's values are checked against the columns before its
+row, lock or version is looked at, so a payload that can never apply is `invalid_input` (or
+`payload_too_large`) whoever holds the row."""
 
 from __future__ import annotations
 
@@ -20,10 +24,14 @@ from protocol.results import (
     RestoreResult,
     RowResult,
 )
-from storage.csv.stream import CsvStream
+from storage.csv.stream import ByteStream
 from storage.locks import LockStore
 from storage.sync import Gate, KeyedMutex
 from storage.table import TableStore
+
+_RECORDS_PER_PAGE = 5_000
+_MAX_RECORD_SLICES = 4
+_MIN_SLICE_RECORDS = 50_000  # below this a second child costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class TableService:
             page["reset"] = True
         return page
 
-    async def export(self) -> CsvStream:
+    async def export(self) -> ByteStream:
         """Every row, as one consistent snapshot, for a download; the caller closes it. The
         snapshot is taken now, and handed out once every change it holds is durable."""
         mark = self._table.mark()
@@ -108,24 +116,45 @@ class TableService:
             raise
         return stream
 
+    async def records(self, offset: int, limit: int | None) -> ByteStream:
+        """The rows from `offset` (at most `limit`; default all) as a JSON array of flat records
+        `{"id": .., <column>: value, ...}`, with the values the JSON pages give; the caller
+        closes it. Like `export`, one snapshot taken now (forked children format it from their
+        copy-on-write view, so no later change leaks in) and handed out once every change it
+        holds is durable."""
+        table = self._table
+        start = min(offset, table.total)
+        end = table.total if limit is None else min(start + limit, table.total)
+        mark = table.mark()
+        stream = table.records_stream(start, end)
+        try:
+            await table.settle(mark)
+        except BaseException:
+            await stream.close()
+            raise
+        return stream
+
     async def list_backups(self) -> BackupsResult:
         return {"ok": True, "backups": [b.wire() for b in self._table.list_backups()]}
 
     # ---- writes ----------------------------------------------------------------------
 
     async def add(self, user: str, values: dict[str, Any]) -> RowResult:
-        async with self._gate.shared():
+        async with self._gate.shared():  # a restore may change the columns: check under the gate
+            self._table.check(values)
             pending = self._table.add(values, user)
             await pending.durable()
         return {"ok": True, "row": pending.change.row()}
 
     async def update(self, user: str, row_id: int, values: dict[str, Any], version: int | None) -> RowResult:
-        async with self._gate.shared(), self._rows.hold(row_id):
-            self._require_row(row_id)
-            await self._locks.require(row_id, user)
-            pending = self._table.update(row_id, values, version, user)
-            await pending.durable()
-            await self._locks.mark_edited(row_id, user)
+        async with self._gate.shared():
+            self._table.check(values)  # before the row, its lock and its version
+            async with self._rows.hold(row_id):
+                self._require_row(row_id)
+                await self._locks.require(row_id, user)
+                pending = self._table.update(row_id, values, version, user)
+                await pending.durable()
+                await self._locks.mark_edited(row_id, user)
         return {"ok": True, "row": pending.change.row()}
 
     async def delete(self, user: str, row_id: int, version: int | None) -> DeleteResult:

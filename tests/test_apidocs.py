@@ -35,6 +35,7 @@ from schemathesis.core.result import Ok
 from protocol import errors as domain_errors
 from protocol.errors import ERRORS, HTTP_STATUS
 from protocol.events import BROADCASTS, EVENTS
+from protocol.values import BACKUP_NAME_PATTERN
 from server.apidocs import ASYNCAPI_PATH, DOCS_PATH, OPENAPI_PATH, rest_route_keys
 from tests.conftest import BROADCASTS as RECORDED_BROADCASTS
 from tests.conftest import Client, ServerProcess, login, node_with, unique_user
@@ -76,6 +77,29 @@ async def test_openapi_is_valid_and_lists_every_route(server: ServerProcess) -> 
     assert documented <= registered, documented - registered
     assert {("POST", "/api/register"), ("POST", "/api/login"), ("POST", "/api/logout")} <= documented
     assert {("GET", "/api/fetch_csv"), ("GET", "/healthz")} <= documented
+
+    # The seed dashboards' routes: documented, and marked as compatibility routes.
+    compat = {("POST", "/auth/login"), ("GET", "/record/"), ("POST", "/auth/refresh")}
+    assert compat <= documented
+    assert "compat" in {tag["name"] for tag in doc["tags"]}
+    for method, path in compat:
+        operation = doc["paths"][path][method.lower()]
+        assert operation["tags"] == ["compat"], path
+        assert operation["description"].startswith("Compatibility route"), path
+    seed_login, api_login = doc["paths"]["/auth/login"]["post"], doc["paths"]["/api/login"]["post"]
+    assert seed_login["requestBody"] == api_login["requestBody"]
+    assert seed_login["responses"] == api_login["responses"]
+    record = doc["paths"]["/record/"]["get"]
+    assert {p["name"] for p in record["parameters"]} == {"offset", "limit"}
+    assert record["security"] == [{"bearer": []}]
+    assert record["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Records"
+    }
+    records = doc["components"]["schemas"]["Records"]
+    assert records["type"] == "array"
+    assert records["items"] == {"$ref": "#/components/schemas/Record"}
+    assert doc["components"]["schemas"]["Record"]["required"] == ["id"]
+    assert set(doc["paths"]["/auth/refresh"]["post"]["responses"]) == {"401", "500"}
 
     fetch = doc["paths"]["/api/fetch_csv"]["get"]
     assert {p["name"] for p in fetch["parameters"]} == {"offset", "limit", "since", "format"}
@@ -124,6 +148,9 @@ def test_rest_answers_conform_to_openapi(server: ServerProcess) -> None:
     elapsed = time.monotonic() - started
     assert elapsed < 90, f"schemathesis took {elapsed:.0f} s"
     assert set(calls) >= {"POST /api/register", "POST /api/login", "POST /api/logout", "GET /api/fetch_csv"}
+    assert set(calls) >= {"POST /auth/login", "GET /record/", "POST /auth/refresh"}
+    assert {200, 400} <= calls["GET /record/"], calls
+    assert calls["POST /auth/refresh"] == {401}, calls
     # The valid token got real pages, and bad input got the documented 400.
     assert {200, 400} <= calls["GET /api/fetch_csv"], calls
     assert calls["POST /api/register"] & {201, 409}, calls  # well-formed bodies got past validation
@@ -202,6 +229,21 @@ async def test_asyncapi_lists_every_event_and_broadcast(server: ServerProcess) -
             ]
         }
     assert {"register", "login", "ping"} == {name for name, event in events.items() if event.guest}
+    assert {name for name, operation in operations.items() if operation.get("x-ack-optional")} == {"ohlc-stream"}
+
+    # ohlc-stream takes any object (the seed dashboard's `{message}`), needs no ack; nothing else does.
+    schemas = doc["components"]["schemas"]
+    stream = schemas[events["ohlc-stream"].payload.__name__]
+    assert stream["additionalProperties"] is True
+    assert {"message": "Start streaming OHLC data"} in stream["examples"]
+    assert "without an ack callback" in operations["ohlc-stream"]["description"]
+    assert "ohlc-stream" in doc["info"]["description"]
+    for name, event in events.items():
+        if name != "ohlc-stream":
+            assert schemas[event.payload.__name__].get("additionalProperties") is False, name
+    # A backup name has one form; the document says which.
+    name_schema = schemas["RestoreBackup"]["properties"]["name"]["anyOf"][0]
+    assert name_schema["pattern"] == BACKUP_NAME_PATTERN
 
     sent = {op["messages"][0]["$ref"].rsplit("/", 1)[1] for op in operations.values() if op["action"] == "send"}
     assert sent == set(BROADCASTS) == set(RECORDED_BROADCASTS)
@@ -327,7 +369,10 @@ async def test_live_socket_traffic_matches_asyncapi(
     await ask(a, "unsubscribe", {"stream": "ohlc", "interval": "1s"})
     await ask(a, "subscribe", {"stream": "ohlc", "interval": "1s"})
     await ask(b, "ohlc-stream")
-    assert (await ask(a, "restore_backup", {"name": "nope.csv"}, ok=False))["error"]["code"] == "not_found"
+    missing = {"name": "backend_table-20000101T000000.000Z-seq1-rows1.csv"}
+    assert (await ask(a, "restore_backup", missing, ok=False))["error"]["code"] == "not_found"
+    assert (await ask(a, "restore_backup", {"name": "../backend.db"}, ok=False))["error"]["field"] == "name"
+    await ask(b, "ohlc-stream", {"message": "Start streaming OHLC data"})
 
     await a.wait_for("random_number")
     await a.wait_for("ohlc")

@@ -67,17 +67,22 @@ async def test_list_and_restore(make_server: MakeServer, connect: Connect) -> No
     assert "will_vanish" not in users
 
 
-async def test_restore_default_is_newest_and_bad_names_are_not_found(make_server: MakeServer, connect: Connect) -> None:
+async def test_restore_default_is_newest_and_bad_names_are_refused(make_server: MakeServer, connect: Connect) -> None:
     server = make_server()
     client = await connect(server.url, await login(server.url))
     newest = (await client.ask("list_backups", {}))["backups"][0]
     assert (await client.ask("restore_backup", {}))["ok"] is True
     names = {b["name"] for b in (await client.ask("list_backups", {}))["backups"]}
     assert newest["name"] in names
-    for name in ("nope.csv", "../backend_table.csv", "backend.db"):
+    for name in ("nope.csv", "../backend_table.csv", "backend.db"):  # never a backup's name
         ack = await client.ask("restore_backup", {"name": name})
         assert ack["ok"] is False
-        assert ack["error"]["code"] == "not_found"
+        assert ack["error"]["code"] == "invalid_input"
+        assert ack["error"]["field"] == "name"
+    missing = "backend_table-20000101T000000.000Z-seq1-rows1.csv"  # a backup's name, of none kept
+    ack = await client.ask("restore_backup", {"name": missing})
+    assert ack["ok"] is False
+    assert ack["error"]["code"] == "not_found"
 
 
 async def test_backup_keep_and_interval(make_server: MakeServer, connect: Connect) -> None:

@@ -58,7 +58,7 @@ def expected_csv(table: TableStore) -> bytes:
     return buffer.getvalue().encode()
 
 
-async def read_all(stream: csvstream.CsvStream) -> bytes:
+async def read_all(stream: csvstream.ByteStream) -> bytes:
     try:
         return b"".join([chunk async for chunk in stream.chunks()])
     finally:

@@ -72,12 +72,19 @@ def _event(name: str, spec: EventSpec) -> tuple[dict[str, Any], dict[str, Any]]:
     """One client->server event: its message and its ack's, and the operation."""
     ack = f"{name}.ack"
     who = "Guests may emit it." if spec.guest else "Members only: a guest socket is acked `unauthorized`."
+    how = f"Client emits `{name}` with an ack callback."
+    if spec.ack_optional:
+        how = (
+            f"Client emits `{name}` with or without an ack callback (without one it gets no answer), and any "
+            "object as its payload: unlike every other event, fields it does not know are ignored, not refused."
+        )
     messages = {
         name: _message(name, name, spec.summary, ref(spec.payload.__name__, REF)),
         ack: _message(
             ack,
             f"{name} ack",
-            "The acknowledgement: the ok result or the error envelope.",
+            "The acknowledgement: the ok result or the error envelope."
+            + (" Sent only when the client asked for one." if spec.ack_optional else ""),
             {"oneOf": [ref(spec.result_name, REF), ref("ErrorEnvelope", REF)]},
         ),
     }
@@ -86,9 +93,10 @@ def _event(name: str, spec: EventSpec) -> tuple[dict[str, Any], dict[str, Any]]:
         "channel": _CHANNEL_REF,
         "title": name,
         "summary": spec.summary,
-        "description": f"Client emits `{name}` with an ack callback. {who}",
+        "description": f"{how} {who}",
         "tags": [{"name": "guest" if spec.guest else "member"}],
         "x-guest": spec.guest,
+        "x-ack-optional": spec.ack_optional,
         "messages": [_message_ref(name)],
         "reply": {"channel": _CHANNEL_REF, "messages": [_message_ref(ack)]},
     }
@@ -183,7 +191,8 @@ def build_asyncapi(host: str, version: str) -> dict[str, Any]:
             "version": version,
             "description": DESCRIPTION
             + " Speak Socket.IO (protocol 5, Engine.IO 4) on the default namespace `/`; websocket and "
-            "long-polling transports both work. Every client->server event takes an ack.",
+            "long-polling transports both work. Every client->server event takes an ack, except that "
+            "`ohlc-stream` (seed-dashboard compatibility) may be sent without one.",
         },
         "defaultContentType": "application/json",
         "servers": {"tablecast": _server(host)},

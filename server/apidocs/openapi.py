@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from protocol.errors import HTTP_STATUS, ErrorEnvelope
-from protocol.payloads import Credentials, FetchCsv, Payload
-from protocol.results import EmptyResult, FetchResult, HealthResult, LoginResult, RegisterResult
+from protocol.payloads import Credentials, FetchCsv, Payload, RecordQuery
+from protocol.results import EmptyResult, FetchResult, HealthResult, LoginResult, Records, RegisterResult
 from server.apidocs.schemas import Named, component_schemas, named, query_schema, ref
 from server.rest import routes as rest_routes
 
@@ -24,6 +24,14 @@ DESCRIPTION = (
     "`{ok: false, error: {code, message, ...details}}`; REST answers carry a matching HTTP status."
 )
 _FETCH_RESULT = named(FetchResult, "FetchResult")
+_COMPAT = (
+    "Compatibility route for the dashboards written for the backends Tablecast replaces, so they work "
+    "unmodified; new clients use the `/api/` routes and Socket.IO. "
+)
+_LOGIN = (
+    "Get a bearer token. While AUTO_REGISTER is on, an unknown username is registered on first login; "
+    "after that its password must match."
+)
 
 
 @dataclass(frozen=True)
@@ -31,8 +39,8 @@ class RouteDoc:
     tag: str
     summary: str
     description: str
-    status: int
-    result: Named
+    status: int | None  # None: the route never succeeds
+    result: Named | None
     result_doc: str
     errors: tuple[str, ...]
     body: type[Payload] | None = None
@@ -55,8 +63,7 @@ REST: dict[tuple[str, str], RouteDoc] = {
     ("POST", "/api/login"): RouteDoc(
         "auth",
         "Log in",
-        "Get a bearer token. While AUTO_REGISTER is on, an unknown username is registered on first login; "
-        "after that its password must match.",
+        _LOGIN,
         200,
         named(LoginResult),
         "Success.",
@@ -87,6 +94,42 @@ REST: dict[tuple[str, str], RouteDoc] = {
         query=FetchCsv,
         csv=True,
     ),
+    ("POST", "/auth/login"): RouteDoc(
+        "compat",
+        "Log in (seed-dashboard route)",
+        _COMPAT
+        + "The same as `POST /api/login`: the same body, the same answer (there is no `refresh_token`). "
+        + _LOGIN,
+        200,
+        named(LoginResult),
+        "Success.",
+        ("invalid_input", "unauthorized", "payload_too_large", "unavailable", "internal"),
+        body=Credentials,
+    ),
+    ("POST", "/auth/refresh"): RouteDoc(
+        "compat",
+        "Refresh a token (seed-dashboard route; not supported)",
+        _COMPAT + "Tablecast issues no refresh tokens, so this always answers 401 `unauthorized`: a dashboard "
+        "that tries to refresh logs out and asks for a new login.",
+        None,
+        None,
+        "",
+        ("unauthorized", "internal"),
+    ),
+    ("GET", "/record/"): RouteDoc(
+        "compat",
+        "The table as flat records (seed-dashboard route)",
+        _COMPAT + "Every row, ordered by id (or the `offset`/`limit` slice of them), as a JSON array of flat "
+        "records `{id, <column>: value, ...}` with the values of the JSON pages of `/api/fetch_csv`. The array "
+        "is one consistent snapshot, streamed. Unlike the `/api/` routes a success is the bare array, not an "
+        "`{ok: true}` object; errors are the usual envelope.",
+        200,
+        named(Records, "Records"),
+        "The rows as flat records.",
+        ("invalid_input", "unauthorized", "unavailable", "internal"),
+        bearer=True,
+        query=RecordQuery,
+    ),
     ("GET", "/healthz"): RouteDoc(
         "health",
         "Health check",
@@ -101,6 +144,11 @@ _TAGS = [
     {"name": "auth", "description": "Accounts and bearer tokens."},
     {"name": "table", "description": "The table over REST."},
     {"name": "health", "description": "Liveness."},
+    {
+        "name": "compat",
+        "description": "Compatibility routes for the seed dashboards (written for the backends Tablecast "
+        "replaces): `POST /auth/login`, `GET /record/`, `POST /auth/refresh`.",
+    },
     {"name": "documents", "description": "These API documents."},
 ]
 _BEARER = {
@@ -142,10 +190,12 @@ def _error_response(codes: list[str]) -> dict[str, Any]:
 
 
 def _responses(doc: RouteDoc) -> dict[str, Any]:
-    ok_content: dict[str, Any] = {"application/json": {"schema": ref(doc.result[0], REF)}}
-    if doc.csv:
-        ok_content["text/csv"] = {"schema": {"type": "string", "description": "The whole table, header first."}}
-    responses: dict[str, Any] = {str(doc.status): {"description": doc.result_doc, "content": ok_content}}
+    responses: dict[str, Any] = {}
+    if doc.status is not None and doc.result is not None:
+        ok_content: dict[str, Any] = {"application/json": {"schema": ref(doc.result[0], REF)}}
+        if doc.csv:
+            ok_content["text/csv"] = {"schema": {"type": "string", "description": "The whole table, header first."}}
+        responses[str(doc.status)] = {"description": doc.result_doc, "content": ok_content}
     by_status: dict[int, list[str]] = {}
     for code in doc.errors:
         by_status.setdefault(HTTP_STATUS[code], []).append(code)
@@ -220,7 +270,9 @@ def build_openapi(version: str) -> dict[str, Any]:
     _check_routes()
     types: list[Named] = [named(ErrorEnvelope)]
     for doc in REST.values():
-        types += [doc.result, *(named(m) for m in (doc.body, doc.query) if m is not None)]
+        if doc.result is not None:
+            types.append(doc.result)
+        types += [named(m) for m in (doc.body, doc.query) if m is not None]
     schemas = component_schemas(types, REF)
     paths: dict[str, Any] = {}
     for (method, path), doc in sorted(REST.items(), key=lambda item: (item[0][1], item[0][0])):

@@ -1,12 +1,12 @@
 """Work on the table done by forked children, so that it neither holds up the event loop
-nor waits for it: the CSV made from their copy-on-write snapshot of the rows and handed
-over pipes (the event loop only relays the bytes, to a client or into a file), and files
-written beside what the server does meanwhile. Where there is no fork, a copy of the rows
-is formatted in a worker thread.
+nor waits for it: a download (CSV, or the JSON records of `GET /record/`) made from their
+copy-on-write snapshot of the rows and handed over pipes (the event loop only relays the
+bytes, to a client or into a file), and files written beside what the server does meanwhile.
+Where there is no fork, a copy of the rows is formatted in a worker thread.
 
-Formatting a million rows takes a core about a second and a half, so the rows are cut into
-one slice per core, each formatted by its own child at the same time: the first streams
-as it goes, the others hold their bytes until it is their turn.
+Formatting a million rows takes a core a second or more, so the rows are cut into one slice
+per core, each formatted by its own child at the same time: the first streams as it goes,
+the others hold their bytes until it is their turn.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ if sys.platform != "win32":
 from storage.csv.text import Block, format_block, header_line
 
 Blocks = Callable[[int, int], Iterator[Block]]  # the rows at positions [start, end), as blocks
+# The bytes of the rows at positions [start, end); `first`: this slice opens the stream.
+Pieces = Callable[[int, int, bool], Iterable[bytes]]
 Forker = Callable[[Callable[[], None], int], int]  # runs work in a child keeping one fd: its pid
 T = TypeVar("T")
 _READ_SIZE = 1 << 20
@@ -37,31 +39,28 @@ _MAX_SLICES = 4
 _MIN_SLICE_ROWS = 50_000  # below this a second child costs more than it saves
 
 
-class CsvStream(Protocol):
+class ByteStream(Protocol):
     def chunks(self) -> AsyncIterator[bytes]:
-        """The CSV, piece by piece; raises `OSError` if it could not be made whole."""
+        """The bytes, piece by piece; raises `OSError` if they could not be made whole."""
         ...
 
     async def close(self) -> None:
-        """Stop making the CSV if it is still being made, and free what it holds."""
+        """Stop making the bytes if they are still being made, and free what it holds."""
         ...
 
 
-def _slices(rows: int) -> list[tuple[int, int]]:
-    count = max(1, min(os.cpu_count() or 1, _MAX_SLICES, rows // _MIN_SLICE_ROWS))
-    bounds = [rows * k // count for k in range(count + 1)]
-    return list(pairwise(bounds))
+def _slices(start: int, end: int) -> list[tuple[int, int]]:
+    count = max(1, min(os.cpu_count() or 1, _MAX_SLICES, (end - start) // _MIN_SLICE_ROWS))
+    return list(pairwise(start + (end - start) * k // count for k in range(count + 1)))
 
 
-def _write_slice(fd: int, header: Sequence[str] | None, blocks: Iterable[Block], escape: bool, hold: bool) -> None:
-    """In a child: its slice of the CSV into `fd` (closed after); the header with the first.
-    With `hold`, the whole slice is formatted before the first byte is written, so that it
-    is made while the slices before it stream."""
-    data: Iterable[bytes] = (format_block(block, escape) for block in blocks if block and len(block[0]))
+def _write_slice(fd: int, pieces: Iterable[bytes], hold: bool) -> None:
+    """In a child: its slice into `fd` (closed after). With `hold`, the whole slice is made
+    before the first byte is written, so that it is made while the slices before it stream."""
     if hold:
-        data = list(data)
+        pieces = list(pieces)
     with os.fdopen(fd, "wb") as out:
-        for piece in chain([header_line(header)] if header is not None else [], data):
+        for piece in pieces:
             out.write(piece)
 
 
@@ -71,17 +70,16 @@ def _enlarge_pipe(fd: int) -> None:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
 
 
-def forked_csv(fork: Forker, header: Sequence[str], blocks: Blocks, rows: int, escape: bool) -> CsvStream:
+def forked_stream(fork: Forker, start: int, end: int, pieces: Pieces) -> ByteStream:
     """Start the children now (the snapshot is this moment: nothing runs between the forks)
-    and return the stream of their bytes. With `escape`, text cells are formula-escaped."""
-    stream = ForkedCsv()
+    and return the stream of their bytes: `pieces` of the rows [start, end), slice by slice."""
+    stream = ForkedStream()
     try:
-        for index, (start, end) in enumerate(_slices(rows)):
+        for index, (first, last) in enumerate(_slices(start, end)):
             read_fd, write_fd = os.pipe()
             _enlarge_pipe(write_fd)
             try:
-                first = header if index == 0 else None
-                pid = fork(partial(_write_slice, write_fd, first, blocks(start, end), escape, index > 0), write_fd)
+                pid = fork(partial(_write_slice, write_fd, pieces(first, last, index == 0), index > 0), write_fd)
             except BaseException:
                 os.close(read_fd)
                 raise
@@ -94,7 +92,22 @@ def forked_csv(fork: Forker, header: Sequence[str], blocks: Blocks, rows: int, e
     return stream
 
 
-class ForkedCsv:
+def csv_pieces(header: Sequence[str], blocks: Blocks, escape: bool) -> Pieces:
+    """The CSV of the rows (the header with the first slice); with `escape`, text cells are
+    formula-escaped."""
+
+    def pieces(start: int, end: int, first: bool) -> Iterable[bytes]:
+        body = (format_block(block, escape) for block in blocks(start, end) if block and len(block[0]))
+        return chain([header_line(header)], body) if first else body
+
+    return pieces
+
+
+def forked_csv(fork: Forker, header: Sequence[str], blocks: Blocks, rows: int, escape: bool) -> ByteStream:
+    return forked_stream(fork, 0, rows, csv_pieces(header, blocks, escape))
+
+
+class ForkedStream:
     """The read ends of the children's pipes, read in order, and the children."""
 
     def __init__(self) -> None:
@@ -121,7 +134,7 @@ class ForkedCsv:
             _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
             code = os.waitstatus_to_exitcode(status)
             if code != 0:
-                raise OSError(f"the csv writer exited with status {code}")
+                raise OSError(f"the writer of a download exited with status {code}")
 
     async def close(self) -> None:
         if self._transport is not None:
@@ -143,25 +156,45 @@ class ForkedCsv:
         self._children = []
 
 
-class ThreadedCsv:
-    """Without fork: rows copied up front, formatted a block at a time in a worker thread."""
+class ThreadedStream:
+    """Without fork: parts made from rows copied up front, each in a worker thread."""
 
-    def __init__(self, header: Sequence[str], blocks: list[Block], escape: bool) -> None:
-        self._header = list(header)
-        self._blocks = blocks
-        self._escape = escape
+    def __init__(self, parts: Sequence[Callable[[], bytes]]) -> None:
+        self._parts = parts
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        yield header_line(self._header)
-        for block in self._blocks:
-            if block and len(block[0]):
-                yield await asyncio.to_thread(format_block, block, self._escape)
+        for part in self._parts:
+            yield await asyncio.to_thread(part)
 
     async def close(self) -> None:
-        self._blocks = []
+        self._parts = ()
 
 
-async def write_stream(stream: CsvStream, path: Path) -> None:
+def threaded_csv(header: Sequence[str], blocks: list[Block], escape: bool) -> ByteStream:
+    """The CSV of `blocks` (copied from the table now, beside later edits), without fork."""
+    parts = [partial(header_line, header)] + [partial(format_block, b, escape) for b in blocks if b and len(b[0])]
+    return ThreadedStream(parts)
+
+
+class Framed:
+    """The bytes of `inner` (nothing when None) between `opening` and `closing`."""
+
+    def __init__(self, opening: bytes, inner: ByteStream | None, closing: bytes) -> None:
+        self._opening, self._inner, self._closing = opening, inner, closing
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self._opening
+        if self._inner is not None:
+            async for chunk in self._inner.chunks():
+                yield chunk
+        yield self._closing
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
+
+
+async def write_stream(stream: ByteStream, path: Path) -> None:
     """A complete CSV file from `stream`, fsynced; the caller renames it into place."""
     try:
         with path.open("wb") as out:

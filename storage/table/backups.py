@@ -1,7 +1,7 @@
 """Backups of the CSV in `backups/`: the version about to be replaced, kept as a hard link
 (the rename that replaces the CSV leaves a link intact), at most once per interval, the
-newest few kept. A backup's name says when it was taken and what it holds; that format is
-defined here only."""
+newest few kept. A backup's name says when it was taken and what it holds: it is written here,
+to the format `protocol.values.BACKUP_NAME_PATTERN` that restore requests are checked against."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from pathlib import Path
 
 from protocol.errors import NotFound
 from protocol.results import Backup
+from protocol.values import BACKUP_NAME_PATTERN
 from storage.files import fsync_dir
 
 log = logging.getLogger("tablecast.table")
 
 _STAMP = "%Y%m%dT%H%M%S"
-_NAME = re.compile(r"^backend_table-(\d{8}T\d{6}\.\d{3})Z-seq(\d+)-rows(\d+)\.csv$")
+_NAME = re.compile(BACKUP_NAME_PATTERN)
 
 
 def backup_name(taken: datetime, seq: int, rows: int) -> str:

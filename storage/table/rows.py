@@ -132,6 +132,12 @@ class Rows:
 
     # ---- changes ------------------------------------------------------------------------
 
+    def check(self, values: dict[str, Any]) -> None:
+        """Raise now the error `values` would raise when applied (an unknown column, a wrong
+        type, a cell too long), so that bad input is judged before any row or lock is."""
+        for name, value in values.items():
+            self.coerce(name, value)
+
     def add(self, values: dict[str, Any], by: str) -> Change:
         cells: list[Value] = [None] * len(self._names)
         for name, value in values.items():

@@ -23,7 +23,16 @@ from protocol.results import Column as WireColumn
 from protocol.results import CsvUpdate, RestoreResult
 from protocol.results import Row as WireRow
 from storage.csv.load import ID_COLUMN, Column, ColumnType, CsvFormatError, LoadedCsv, load_csv, read_header
-from storage.csv.stream import CsvStream, ForkedFile, ThreadedCsv, forked_csv, write_stream
+from storage.csv.stream import (
+    ByteStream,
+    ForkedFile,
+    Framed,
+    ThreadedStream,
+    forked_csv,
+    forked_stream,
+    threaded_csv,
+    write_stream,
+)
 from storage.csv.write import PrefixedIds, write_blocks, write_with_ids
 from storage.files import fingerprint, replace_file
 from storage.journal import Journal, JournalState
@@ -34,6 +43,7 @@ from storage.table.checkpoint import Checkpointer
 from storage.table.commit import ChangeListener, CommitObserver, GroupCommit, Mark, Pending
 from storage.table.files import TableFiles, TableLoadError
 from storage.table.fork import CAN_FORK, fork_snapshot
+from storage.table.records import record_parts, record_pieces
 from storage.table.rows import Rows, now_ms
 
 log = logging.getLogger("tablecast.table")
@@ -244,16 +254,29 @@ class TableStore:
     async def settle_quietly(self) -> None:
         await self._commit.settle_quietly()
 
-    def csv_stream(self) -> CsvStream:
+    def csv_stream(self) -> ByteStream:
         """The table as it is at this moment, as a CSV download (text cells formula-escaped),
         made by forked children so that the event loop only relays bytes."""
         rows = self._rows
         if not CAN_FORK:
-            return ThreadedCsv(rows.header(), list(rows.blocks()), escape=True)  # copied now, beside later edits
+            return threaded_csv(rows.header(), list(rows.blocks()), escape=True)  # copied now, beside later edits
         try:
             return forked_csv(fork_snapshot, rows.header(), rows.blocks, rows.total, escape=True)
         except OSError as exc:
             raise Unavailable(f"the download cannot start now: {exc}") from None
+
+    def records_stream(self, start: int, end: int) -> ByteStream:
+        """The rows at positions [start, end) as they are at this moment, as a JSON array of
+        flat records, made like `csv_stream`."""
+        if start >= end:
+            return Framed(b"[", None, b"]")
+        if not CAN_FORK:
+            copied = self._rows.page(start, end - start)  # copied now, beside later edits
+            return Framed(b"[", ThreadedStream(list(record_parts(copied))), b"]")
+        try:
+            return Framed(b"[", forked_stream(fork_snapshot, start, end, record_pieces(self._rows.page)), b"]")
+        except OSError as exc:
+            raise Unavailable(f"the records cannot be sent now: {exc}") from None
 
     def list_backups(self) -> list[BackupInfo]:
         return self._backups.list()
@@ -263,6 +286,10 @@ class TableStore:
     def _check_open(self) -> None:
         if self._closing:
             raise Unavailable("the server is shutting down; nothing was changed")
+
+    def check(self, values: dict[str, Any]) -> None:
+        """The error applying `values` would raise, before anything else is looked at."""
+        self._rows.check(values)
 
     def add(self, values: dict[str, Any], by: str) -> Pending:
         self._check_open()
