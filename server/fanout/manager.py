@@ -32,10 +32,12 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
+from server.fanout.engine import FanoutEngine
 from server.fanout.frames import websocket_frames
+from server.fanout.inbound import BinaryBudget
 from server.fanout.packets import Packet
 from server.fanout.pings import PingWheel
-from server.fanout.polling import cap_poll_answers
+from server.fanout.polling import bound_posts, cap_poll_answers
 from server.fanout.websocket import Link, Wire, driver
 
 log = logging.getLogger("tablecast.fanout")
@@ -185,13 +187,39 @@ class FanoutServer(socketio.AsyncServer):  # type: ignore[misc]
         # packets decoded in the order they came.
         self.eio.async_handlers = False
         self._pings = PingWheel(self.eio.ping_interval)
+        self._binary_budget = BinaryBudget(self.eio.max_http_buffer_size)
+
+    def _engineio_server_class(self) -> type:
+        return FanoutEngine
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         socket = self.eio.sockets.get(eio_sid)  # created just before this event, not yet polled
         if socket is not None:
             cap_poll_answers(socket)
+            bound_posts(socket)
             self._pings.install(socket)
         return await super()._handle_eio_connect(eio_sid, environ)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        refusal = self._binary_budget.admit(eio_sid, data, eio_sid in self._binary_packet)
+        if refusal is None:
+            try:
+                await super()._handle_eio_message(eio_sid, data)
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:  # from decoding
+                refusal = f"malformed socket.io packet ({type(exc).__name__})"
+        if eio_sid not in self._binary_packet:
+            self._binary_budget.done(eio_sid)
+        if refusal is not None:
+            await self._drop(eio_sid, refusal)
+
+    async def _drop(self, eio_sid: str, reason: str) -> None:
+        """End a connection whose client broke the protocol: one log line, no traceback."""
+        self._binary_packet.pop(eio_sid, None)
+        self._binary_budget.done(eio_sid)
+        log.info("socket closed: protocol error", extra={"eio_sid": eio_sid, "reason": reason})
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is not None:
+            await socket.close(wait=False, abort=False)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any) -> None:
         await super()._handle_eio_disconnect(eio_sid, reason)
