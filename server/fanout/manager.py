@@ -38,7 +38,7 @@ from server.fanout.inbound import BinaryBudget
 from server.fanout.packets import Packet
 from server.fanout.pings import PingWheel
 from server.fanout.polling import bound_posts, cap_poll_answers
-from server.fanout.websocket import Link, Wire, driver
+from server.fanout.websocket import Link, Wire, driver, packet_size
 
 log = logging.getLogger("tablecast.fanout")
 
@@ -56,6 +56,10 @@ class Message:
     frames: bytes
     packets: tuple[eio_packet.Packet, ...]
     binary: bool
+
+    @property
+    def size(self) -> int:
+        return sum(packet_size(p) for p in self.packets)
 
     @classmethod
     def of(cls, pkt: sio_packet.Packet) -> Message:
@@ -100,9 +104,15 @@ def check_support(server: Any) -> str | None:
 
 
 class DirectManager(socketio.AsyncManager):  # type: ignore[misc]
-    def __init__(self, write_buffer_limit: int = WRITE_BUFFER_LIMIT) -> None:
+    """`max_queue_bytes` (0: no bound): a socket with more than this yet to send is a slow
+    consumer, disconnected rather than buffered for without end; it reconnects and catches
+    up with `fetch_csv {since}`."""
+
+    def __init__(self, write_buffer_limit: int = WRITE_BUFFER_LIMIT, max_queue_bytes: int = 0) -> None:
         super().__init__()
         self.wire = Wire(limit=write_buffer_limit)
+        self._max_queue_bytes = max_queue_bytes
+        self._evicting: set[str] = set()
         self.direct = False
         self.disabled_reason: str | None = "not attached to a server"
 
@@ -156,10 +166,24 @@ class DirectManager(socketio.AsyncManager):  # type: ignore[misc]
             self.wire.writer.write(link, message.frames)
             return
         socket = self.server.eio.sockets.get(eio_sid)
-        if socket is None or socket.closed:
+        if socket is None or socket.closed or eio_sid in self._evicting:
+            return
+        self.wire.enqueued(eio_sid, message.size)
+        if self._max_queue_bytes and (unsent := self.wire.unsent(eio_sid)) > self._max_queue_bytes:
+            self._evict(eio_sid, socket, unsent)
             return
         for p in message.queued():
             socket.queue.put_nowait(p)
+
+    def _evict(self, eio_sid: str, socket: Any, unsent: int) -> None:
+        """Disconnect a slow consumer: what it has not read is dropped with the connection."""
+        self._evicting.add(eio_sid)
+        log.info("slow consumer disconnected", extra={"eio_sid": eio_sid, "unsent_bytes": unsent})
+        link = self.wire.links.get(eio_sid)
+        if link is not None:
+            link.transport.abort()  # its buffer goes now, not after a close handshake it cannot read
+        task = asyncio.get_running_loop().create_task(socket.close(wait=False, abort=True))
+        task.add_done_callback(lambda _: self._evicting.discard(eio_sid))
 
     def _idle(self, eio_sid: str) -> Link | None:
         """The socket's websocket, if a frame written now cannot overtake anything. (A
@@ -171,6 +195,10 @@ class DirectManager(socketio.AsyncManager):  # type: ignore[misc]
         if socket.closing or socket.closed or not socket.queue.empty() or self.wire.backed_up(link):
             return None
         return link
+
+
+def _ignore(eio_sid: str, packets: list[Any]) -> None:
+    pass
 
 
 class FanoutServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -195,7 +223,8 @@ class FanoutServer(socketio.AsyncServer):  # type: ignore[misc]
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         socket = self.eio.sockets.get(eio_sid)  # created just before this event, not yet polled
         if socket is not None:
-            cap_poll_answers(socket)
+            manager = self.manager
+            cap_poll_answers(socket, manager.wire.taken if isinstance(manager, DirectManager) else _ignore)
             bound_posts(socket)
             self._pings.install(socket)
         return await super()._handle_eio_connect(eio_sid, environ)

@@ -18,6 +18,8 @@ import asyncio
 import logging
 import types
 import urllib.parse
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from engineio import exceptions as eio_exceptions
@@ -29,7 +31,7 @@ _SEPARATOR = "\x1e"  # between the packets of one polling payload
 MAX_POLL_PACKETS = 16
 
 
-async def _capped_poll(socket: Any) -> list[Any]:
+async def _capped_poll(socket: Any, on_taken: Callable[[str, list[Any]], None]) -> list[Any]:
     """The socket's `poll`: wait for one packet, then take what is queued, up to the cap.
     `None` in the queue means the socket is over; it stays there for the next poll."""
     queue: asyncio.Queue[Any] = socket.queue
@@ -48,13 +50,15 @@ async def _capped_poll(socket: Any) -> list[Any]:
             queue.put_nowait(None)
             break
         packets.append(pkt)
+    on_taken(socket.sid, packets)
     return packets
 
 
-def cap_poll_answers(socket: Any) -> None:
-    """Give one Engine.IO socket the capped `poll` (used by its long-polling GETs only)."""
+def cap_poll_answers(socket: Any, on_taken: Callable[[str, list[Any]], None]) -> None:
+    """Give one Engine.IO socket the capped `poll` (used by its long-polling GETs only), which
+    reports what it takes out of the queue."""
     if callable(getattr(socket, "poll", None)) and isinstance(getattr(socket, "queue", None), asyncio.Queue):
-        socket.poll = types.MethodType(_capped_poll, socket)
+        socket.poll = types.MethodType(partial(_capped_poll, on_taken=on_taken), socket)
 
 
 async def _bounded_post(socket: Any, environ: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,13 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from server.fanout.frames import TickWriter, websocket_frames
 
 log = logging.getLogger("tablecast.fanout")
+
+
+def packet_size(pkt: Any) -> int:
+    """An Engine.IO packet's size on the wire, near enough. A binary packet is not encoded
+    to find out: it would cache the websocket form, and a polling answer then gets that."""
+    return len(pkt.data) if pkt.binary else len(pkt.encode())
+
 
 Handler = Callable[[Any], Awaitable[None]]
 
@@ -54,10 +61,31 @@ class Wire:
     limit: int  # unsent bytes past which a connection counts as backed up
     links: dict[str, Link] = field(default_factory=dict)
     writer: TickWriter = field(default_factory=TickWriter)
+    # Bytes of broadcasts put in each socket's queue and not yet taken out of it.
+    queued: dict[str, int] = field(default_factory=dict)
+
+    def enqueued(self, eio_sid: str, size: int) -> int:
+        total = self.queued[eio_sid] = self.queued.get(eio_sid, 0) + size
+        return total
+
+    def taken(self, eio_sid: str, packets: Iterable[Any]) -> None:
+        """Packets left a socket's queue (pings and acks among them: the count may only err low)."""
+        if eio_sid in self.queued:
+            left = self.queued[eio_sid] - sum(packet_size(p) for p in packets if p is not None)
+            self.queued[eio_sid] = max(left, 0)
+
+    def unsent(self, eio_sid: str) -> int:
+        """What a socket has yet to send: its queue, its per-tick writes, its transport's buffer."""
+        total = self.queued.get(eio_sid, 0)
+        link = self.links.get(eio_sid)
+        if link is not None:
+            total += link.transport.get_write_buffer_size() + self.writer.pending(link)
+        return total
 
     def closed(self, eio_sid: str) -> None:
         """Engine.IO closed the socket: stop its writer, which closes the websocket and so
         ends the reader."""
+        self.queued.pop(eio_sid, None)
         link = self.links.get(eio_sid)
         if link is not None:
             link.socket.queue.put_nowait(None)
@@ -171,6 +199,7 @@ class _Session:
                     packets.append(queue.get_nowait())
                 for _ in packets:
                     queue.task_done()  # `close(wait=True)` joins the queue
+                self._wire.taken(link.socket.sid, packets)
                 stop = None in packets
                 ready = packets[: packets.index(None)] if stop else packets
                 if ready and link.writable():
