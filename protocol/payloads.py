@@ -5,20 +5,35 @@ integer fields and `true` out of numbers, so a payload is taken exactly as docum
 rule a payload can be judged by without looking at the table lives here, so it is checked
 before any row, lock or backup is (bad input wins over `locked`, `not_found` and the like).
 The one lenient model is `OhlcStream`: the seed dashboard's own payload must pass.
+
+JSON numbers come in any size; every integer field has an upper bound (at most
+`MAX_SAFE_INTEGER`, past which JavaScript clients cannot even hold the number), so a huge one
+is `invalid_input` naming the field.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from protocol.errors import InvalidInput
-from protocol.values import BACKUP_NAME_PATTERN, MAX_ROW_ID, OhlcInterval
+from protocol.values import BACKUP_NAME_PATTERN, LONE_SURROGATE, MAX_ROW_ID, MAX_SAFE_INTEGER, OhlcInterval
 
 
 def _row_id() -> Any:
     return Field(ge=1, le=MAX_ROW_ID, description="Row id.")
+
+
+def _unicode(text: str) -> str:
+    # A JSON escape can carry half a surrogate pair, which no UTF-8 encoder (a password
+    # hash, a database) takes.
+    if LONE_SURROGATE.search(text):
+        raise ValueError("must be Unicode text (it holds a lone surrogate)")
+    return text
+
+
+UnicodeText = Annotated[str, AfterValidator(_unicode)]
 
 
 class Payload(BaseModel):
@@ -33,14 +48,17 @@ class Credentials(Payload):
     username: str = Field(
         min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@+-]+$", description="Letters, digits and `_.@+-`."
     )
-    password: str = Field(min_length=1, max_length=1024, description="Any text; stored as a slow hash.")
+    password: UnicodeText = Field(min_length=1, max_length=1024, description="Any text; stored as a slow hash.")
 
 
 class FetchCsv(Payload):
-    offset: int = Field(0, ge=0, description="Rows to skip (rows are ordered by id).")
+    offset: int = Field(0, ge=0, le=MAX_SAFE_INTEGER, description="Rows to skip (rows are ordered by id).")
     limit: int = Field(1000, ge=1, le=10000, description="Rows to return.")
     since: int | None = Field(
-        None, ge=0, description="A seq the client has seen: answer with the changes after it when they are still held."
+        None,
+        ge=0,
+        le=MAX_SAFE_INTEGER,
+        description="A seq the client has seen: answer with the changes after it when they are still held.",
     )
 
 
@@ -52,13 +70,16 @@ class UpdateCsv(Payload):
     id: int = _row_id()
     values: dict[str, Any] = Field(min_length=1, description="Cells to change, by column name; at least one.")
     version: int | None = Field(
-        None, ge=0, description="The row version the client last saw; a different current version is `conflict`."
+        None,
+        ge=0,
+        le=MAX_SAFE_INTEGER,
+        description="The row version the client last saw; a different current version is `conflict`.",
     )
 
 
 class DeleteCsv(Payload):
     id: int = _row_id()
-    version: int | None = Field(None, ge=0, description="The row version the client last saw.")
+    version: int | None = Field(None, ge=0, le=MAX_SAFE_INTEGER, description="The row version the client last saw.")
 
 
 class RowRef(Payload):
@@ -86,8 +107,10 @@ class Subscription(Payload):
 
 
 class RecordQuery(Payload):
-    offset: int = Field(0, ge=0, description="Rows to skip (rows are ordered by id).")
-    limit: int | None = Field(None, ge=1, description="Rows to return; default every row from `offset`.")
+    offset: int = Field(0, ge=0, le=MAX_SAFE_INTEGER, description="Rows to skip (rows are ordered by id).")
+    limit: int | None = Field(
+        None, ge=1, le=MAX_SAFE_INTEGER, description="Rows to return; default every row from `offset`."
+    )
 
 
 class OhlcStream(Payload):

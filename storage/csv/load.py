@@ -25,7 +25,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import pandas as pd
 
-from protocol.values import Value
+from protocol.values import INT64_MAX, INT64_MIN, Value
 from storage.csv.text import ROWS_PER_BLOCK, Block, id_block
 
 ColumnType = Literal["integer", "number", "text"]
@@ -38,6 +38,7 @@ _EXACT_FLOAT_INTS = 2**53  # integers a float holds exactly
 _LEADING_ZERO = re.compile(r"^\s*[-+]?0\d")
 # The same test over ","-joined values: with no comma inside a value, every comma starts one.
 _LEADING_ZERO_JOINED = re.compile(r",\s*[-+]?0\d")
+_INTEGER_TEXT = re.compile(r"\s*[-+]?[0-9]+\s*")
 
 
 class CsvFormatError(Exception):
@@ -84,16 +85,19 @@ def load_csv(
     types: dict[str, ColumnType] | None = None,
     progress: Callable[[int], None] | None = None,
     version: int | None = None,
+    id_floor: int = 0,
 ) -> LoadedCsv:
     """Parse a table. `types` (from our own last export) pins column types; without it they
-    are inferred. A file without an `id` column gets ids 1..n in file order. `progress` is
+    are inferred. Rows without an id get new ones in file order, above both the file's
+    largest id and `id_floor` (the largest the table ever gave: a deleted row's id is never
+    given again); a file without an `id` column gets `id_floor`+1 .. `id_floor`+n. `progress` is
     told the rows parsed so far, every `_CHUNK_ROWS`. With `version`, each row's tuple ends
     with it: the table's own row shape, made once instead of copied after."""
     names = read_header(path)
     if types:
         with contextlib.suppress(_ReadAsText):
-            return _load(path, names, types, progress, version=version, direct=True)
-    return _load(path, names, types, progress, version=version, direct=False)
+            return _load(path, names, types, progress, version=version, direct=True, id_floor=id_floor)
+    return _load(path, names, types, progress, version=version, direct=False, id_floor=id_floor)
 
 
 def read_header(path: Path) -> list[str]:
@@ -165,6 +169,7 @@ def _load(
     *,
     version: int | None,
     direct: bool,
+    id_floor: int,
 ) -> LoadedCsv:
     """Read the file once and convert each column. With `direct`, the columns of a pinned
     numeric type, and the ids, are read straight as numbers (no text is made for them);
@@ -181,11 +186,11 @@ def _load(
     count = sum(len(part) for part in parts[names[0]])
     rewritten = names[0] != ID_COLUMN
     if ID_COLUMN not in names:
-        ids = list(range(1, count + 1))
+        ids = list(range(id_floor + 1, id_floor + count + 1))
     elif id_as_number:
         ids = _ids_from_numbers(parts.pop(ID_COLUMN))
     else:
-        ids, assigned = _ids_from_text(_joined(parts.pop(ID_COLUMN)), path)
+        ids, assigned = _ids_from_text(_joined(parts.pop(ID_COLUMN)), path, id_floor)
         rewritten = rewritten or assigned
     columns = [Column(ID_COLUMN, "integer")]
     values: list[list[Value]] = []
@@ -225,8 +230,9 @@ def _pinned_numbers(parts: list[Any], kind: ColumnType) -> list[Value]:
     filled = [part for part in parts if not part.isna().all()]
     kinds = {part.dtype.kind for part in filled}
     if kind == "integer":
-        # int64 in one chunk and uint64 in another need not make an integer column.
-        if not kinds <= {"i", "u"} or len({part.dtype for part in filled}) > 1:
+        # Only int64 holds what an integer column may: uint64 (past 2**63 - 1) and float64
+        # chunks go to the reference rule, which refuses them and says where.
+        if not kinds <= {"i"} or len({part.dtype for part in filled}) > 1:
             raise _ReadAsText
     elif not kinds <= {"i", "u", "f"}:
         raise _ReadAsText
@@ -267,7 +273,7 @@ def _ids_from_numbers(parts: list[Any]) -> list[int]:
     return result
 
 
-def _ids_from_text(raw: list[str], path: Path) -> tuple[list[int], bool]:
+def _ids_from_text(raw: list[str], path: Path, id_floor: int) -> tuple[list[int], bool]:
     """The id rule: blank or a positive integer (surrounding whitespace allowed), each id
     once; blank cells get new ids after the largest. Returns the ids and whether any was
     assigned. Checked on whole columns; any doubt goes to `_ids_line_by_line`."""
@@ -275,18 +281,18 @@ def _ids_from_text(raw: list[str], path: Path) -> tuple[list[int], bool]:
     present = list(filter(None, stripped))
     if present:
         if not "".join(present).isdigit():
-            return _ids_line_by_line(raw, path)
+            return _ids_line_by_line(raw, path, id_floor)
         try:
             numbers = list(map(int, present))
         except ValueError:  # a digit int() does not take: the reference raises it, line by line
-            return _ids_line_by_line(raw, path)
+            return _ids_line_by_line(raw, path, id_floor)
         if min(numbers) < 1 or len(set(numbers)) != len(numbers):
-            return _ids_line_by_line(raw, path)
+            return _ids_line_by_line(raw, path, id_floor)
     else:
         numbers = []
     if len(present) == len(raw):
         return numbers, False
-    next_id = max(numbers, default=0) + 1
+    next_id = max(max(numbers, default=0), id_floor) + 1
     given = iter(numbers)
     ids: list[int] = []
     for text in stripped:
@@ -298,7 +304,7 @@ def _ids_from_text(raw: list[str], path: Path) -> tuple[list[int], bool]:
     return ids, True
 
 
-def _ids_line_by_line(raw: list[str], path: Path) -> tuple[list[int], bool]:
+def _ids_line_by_line(raw: list[str], path: Path, id_floor: int) -> tuple[list[int], bool]:
     """The id rule one line at a time, naming the first line that breaks it."""
     ids: list[int | None] = []
     seen: set[int] = set()
@@ -314,7 +320,7 @@ def _ids_line_by_line(raw: list[str], path: Path) -> tuple[list[int], bool]:
             raise CsvFormatError(f"{path}: line {line}: id {row_id} appears twice")
         seen.add(row_id)
         ids.append(row_id)
-    next_id = max(seen, default=0) + 1
+    next_id = max(max(seen, default=0), id_floor) + 1
     out: list[int] = []
     for given in ids:
         if given is None:
@@ -350,28 +356,65 @@ def _has_leading_zero(present: list[str]) -> bool:
 
 
 def _infer(raw: list[str]) -> tuple[ColumnType, list[Value]]:
-    """The column's type and values: integer or number when every non-empty value is a
-    finite number and none has a leading zero, else text."""
+    """The column's type and values: integer when every non-empty value is a whole number
+    within 64 bits (what an integer column holds), number when every one is a finite number,
+    text when one is neither or has a leading zero."""
     present = list(filter(None, raw))
     if not present or _surely_text(present) or _has_leading_zero(present):
         return "text", _text_values(raw)
     numbers = _numbers(present)
     if numbers.isna().any() or not np.isfinite(numbers.to_numpy(dtype=float)).all():
         return "text", _text_values(raw)
-    kind: ColumnType = "integer" if pd.api.types.is_integer_dtype(numbers) else "number"
+    # The parser makes uint64 of whole numbers past 2**63 - 1, float64 of those past 2**64 - 1
+    # or below -2**63: none fits an integer column, so the column holds numbers.
+    kind: ColumnType = "integer" if numbers.dtype.kind == "i" else "number"
     return kind, _placed(numbers, raw, kind)
 
 
 def _convert(raw: list[str], kind: ColumnType, name: str) -> list[Value]:
-    """A column of known type: every non-empty value must be of that type."""
+    """A column of known type: every non-empty value must be of that type (for integer, a
+    whole number within 64 bits; for number, a finite one). The error names the first value
+    that is not."""
     if kind == "text":
         return _text_values(raw)
-    numbers = _numbers(list(filter(None, raw)))
-    if numbers.isna().any():
-        raise CsvFormatError(f"column {name!r} holds a value that is not a number")
-    if kind == "integer" and not pd.api.types.is_integer_dtype(numbers):
-        raise CsvFormatError(f"column {name!r} holds a value that is not an integer")
+    present = list(filter(None, raw))
+    numbers = _numbers(present)
+    unparsed = np.asarray(numbers.isna())
+    if unparsed.any():
+        raise CsvFormatError(_refusal(name, raw, present, unparsed, "is not a number"))
+    if kind == "integer" and numbers.dtype.kind != "i":
+        outside = np.fromiter((not _is_int64_text(v) for v in present), dtype=bool, count=len(present))
+        raise CsvFormatError(
+            _refusal(name, raw, present, outside, f"is not an integer from {INT64_MIN} to {INT64_MAX}")
+        )
+    if kind == "number":
+        infinite = ~np.isfinite(numbers.to_numpy(dtype=float))
+        if infinite.any():
+            raise CsvFormatError(_refusal(name, raw, present, infinite, "is not a finite number"))
     return _placed(numbers, raw, kind)
+
+
+def _is_int64_text(text: str) -> bool:
+    """Whether `text` is the parser's form of an integer (surrounding blanks and a sign
+    allowed) within 64 bits."""
+    if not _INTEGER_TEXT.fullmatch(text):
+        return False
+    digits = text.strip().lstrip("+-").lstrip("0")
+    return len(digits) <= 19 and INT64_MIN <= int(text) <= INT64_MAX  # 20 digits never fit
+
+
+def _refusal(name: str, raw: list[str], present: list[str], bad: np.ndarray, why: str) -> str:
+    """The message for column `name`, whose non-empty values `present` (of the cells `raw`)
+    are refused where `bad` is set: the first such value and its row (1 = the first after
+    the header)."""
+    found = np.flatnonzero(bad)
+    if not len(found):
+        return f"column {name!r} holds a value that {why}"
+    index = int(found[0])
+    row = [i for i, v in enumerate(raw) if v][index] + 1
+    value = present[index]
+    shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+    return f"column {name!r} holds a value that {why}: {shown} in row {row}"
 
 
 def _placed(numbers: pd.Series, raw: list[str], kind: ColumnType) -> list[Value]:

@@ -20,7 +20,7 @@ from protocol.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from protocol.results import Column as WireColumn
 from protocol.results import CsvUpdate
 from protocol.results import Row as WireRow
-from protocol.values import Value
+from protocol.values import INT64_MAX, INT64_MIN, Value, text_problem
 from storage.csv.load import ID_COLUMN, Column, ColumnType, LoadedCsv
 from storage.csv.text import ROWS_PER_BLOCK, Block, id_block
 
@@ -220,7 +220,9 @@ class Rows:
         return index
 
     def coerce(self, name: str, value: Any) -> Value:
-        """`value` as a cell of column `name`, or the error that says why it cannot be one."""
+        """`value` as a cell of column `name`, or the error that says why it cannot be one.
+        Every cell of the table passes here, so the CSV it is written to can always be read
+        back with the same types and values (see `storage.csv.load`)."""
         index = self._index.get(name)
         field_name = f"values.{name}"
         if index is None:
@@ -239,15 +241,39 @@ class Rows:
                     field=field_name,
                     limit=self._max_cell_chars,
                 )
-            return value if value != "" else None
+            problem = text_problem(value)
+            if problem is not None:
+                raise InvalidInput(f"{name} holds {problem}", field=field_name)
+            return str(value) if value != "" else None
+        # bool is an int in Python, and JSON's true is no number.
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidInput(f"{name} is a{'n integer' if kind == 'integer' else ' number'} column", field=field_name)
+        if kind == "integer":
+            return _integer(name, value, field_name)
+        return _number(name, value, field_name)
+
+
+def _integer(name: str, value: int | float, field_name: str) -> int:
+    """A 64-bit signed integer: beyond it pandas (and most readers) would read the CSV cell
+    back as a float or refuse the column. A whole float (3.0) is taken as that integer."""
+    if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidInput(f"{name} must be a finite number", field=field_name)
-        if kind == "integer":
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise InvalidInput(f"{name} is an integer column", field=field_name)
-                return int(value)
-            return value
-        return float(value)
+        if not value.is_integer():
+            raise InvalidInput(f"{name} is an integer column", field=field_name)
+    number = int(value)
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise InvalidInput(f"{name} is an integer column: {INT64_MIN} to {INT64_MAX}", field=field_name)
+    return number
+
+
+def _number(name: str, value: int | float, field_name: str) -> float:
+    """A finite double. An integer too large for one (JSON sends any size) is refused, not
+    rounded to infinity."""
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidInput(f"{name} is out of the range of a number column", field=field_name) from None
+    if not math.isfinite(number):
+        raise InvalidInput(f"{name} must be a finite number", field=field_name)
+    return number
