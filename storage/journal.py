@@ -6,28 +6,49 @@ the changes and nothing else: the table's seq and highest id are read back from 
 row's version is folded into `row_versions` only when its change is pruned, so each commit
 touches one page. The CSV on disk is a checkpoint: `table_meta` says which seq it reflects,
 and replay starts after it.
+
+An I/O error (SQLITE_IOERR*: a failed fsync, a failed write) stops the journal for the rest
+of the process: after a failed fsync the kernel may have dropped the dirty pages, so a later
+fsync that succeeds proves nothing about them ("fsyncgate"). Every later write is refused
+with `JournalStopped`; a restart, which reads the journal back from disk, is what brings
+writes back. A full disk (SQLITE_FULL) is not an I/O error: the commit fails and the next
+one may succeed once there is room.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from protocol.results import CsvUpdate
 
 T = TypeVar("T")
+log = logging.getLogger("tablecast.table")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS table_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS table_changes (seq INTEGER PRIMARY KEY, change TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS row_versions (id INTEGER PRIMARY KEY, version INTEGER NOT NULL);
 """
+
+
+class JournalStopped(Exception):
+    """The journal met an I/O error and takes no more writes in this process."""
+
+
+def is_io_error(exc: BaseException) -> TypeGuard[sqlite3.Error]:
+    """Whether `exc` is SQLite's I/O error (any SQLITE_IOERR_* extended code), as opposed to
+    a full disk, a lock timeout or a bad statement, from which a later commit may recover."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_IOERR
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,7 @@ class Journal:
         # One thread: SQLite connections are not shared across threads, and order matters.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._conn: sqlite3.Connection | None = None
+        self.stopped: str | None = None  # why writes are refused, once an I/O error happened
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -104,6 +126,8 @@ class Journal:
         return JournalState(meta=meta, versions=versions, replay=replay, history=history)
 
     async def append(self, records: Sequence[JournalRecord]) -> None:
+        if self.stopped is not None:  # refused at once, without a hop to the journal's thread
+            raise JournalStopped(self.stopped)
         await self._run(self._append, records)
 
     def _append(self, records: Sequence[JournalRecord]) -> None:
@@ -157,7 +181,25 @@ class Journal:
             self._put_meta(values)
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        if self.stopped is not None:
+            raise JournalStopped(self.stopped)
+        return _Transaction(self._db, self._io_error)
+
+    def stop(self, reason: str) -> None:
+        """Refuse every later write in this process, saying `reason`; logged once, loudly,
+        here rather than by each write refused."""
+        if self.stopped is None:
+            self.stopped = reason
+            log.critical("table writes refused until the server is restarted", extra={"reason": reason})
+
+    def _io_error(self, exc: sqlite3.Error) -> JournalStopped:
+        name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+        self.stop(
+            f"the table's storage failed with an I/O error ({name}: {exc}); writes are refused until"
+            " the server is restarted"
+        )
+        assert self.stopped is not None
+        return JournalStopped(self.stopped)
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -167,11 +209,31 @@ class Journal:
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, on_io_error: Callable[[sqlite3.Error], JournalStopped]) -> None:
         self._db = db
+        self._on_io_error = on_io_error
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._guarded("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            self._guarded("COMMIT")
+        else:
+            self._failed(exc)
+
+    def _guarded(self, sql: str) -> None:
+        try:
+            self._db.execute(sql)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            raise
+
+    def _failed(self, exc: BaseException) -> None:
+        """Leave no transaction open (a refused COMMIT may), and turn an I/O error into the
+        journal's stop."""
+        with contextlib.suppress(sqlite3.Error):
+            if self._db.in_transaction:  # SQLite rolls back by itself after some errors
+                self._db.execute("ROLLBACK")
+        if is_io_error(exc):
+            raise self._on_io_error(exc) from exc

@@ -101,11 +101,6 @@ def keep_twice(backups: Backups, source: Path) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the child that may hang is forked")
-@pytest.mark.xfail(
-    strict=True,
-    reason="_free_name caps the microseconds at 999999, which still formats as .999: a clash in the "
-    "last millisecond of a second never finds a free name and loops forever",
-)
 def test_two_backups_in_the_last_millisecond_of_a_second_get_two_names(tmp_path: Path, source: Path) -> None:
     backups = make_backups(tmp_path, Clock(T0.replace(microsecond=999_500)))
     # In a child, so that a loop that never ends cannot hold up the tests.

@@ -232,11 +232,6 @@ async def test_replacing_holds_off_checkpoints_after_keeping_the_current_csv(par
     assert parts.checkpoints.seq == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with the CSV behind the table, replacing() keeps the previous checkpoint in backups/, "
-    "and the file holding the table as it is now is the CSV the caller then replaces",
-)
 async def test_replacing_keeps_the_table_as_it_is_now_when_the_csv_is_behind(parts: Parts) -> None:
     await parts.change(lambda r: r.add({"name": "not yet in the csv"}, "u"))
     now = table_now(parts.rows)

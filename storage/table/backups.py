@@ -11,7 +11,7 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from protocol.errors import NotFound
@@ -86,14 +86,29 @@ class Backups:
             self.keep(source, seq, rows)
 
     def keep(self, source: Path, seq: int, rows: int) -> None:
-        """Keep `source` as it is now (it holds the table at `seq`, `rows` rows)."""
+        """Keep `source` as it is now (it holds the table at `seq`, `rows` rows). `OSError`
+        if the backup cannot be made durable: then none is left behind under that name, so a
+        later attempt makes and syncs a new one rather than trusting a second fsync of it."""
         if not source.exists():
             return
         target = self._free_name(seq, rows)
         try:
             os.link(source, target)
         except OSError:  # a file system without hard links: a copy, made durable first
-            tmp = target.with_suffix(".tmp")
+            self._copy(source, target)
+        try:
+            fsync_dir(self.directory)
+        except OSError:
+            target.unlink(missing_ok=True)
+            raise
+        for stale in self.list()[self._keep :]:
+            self.path(stale).unlink(missing_ok=True)
+        log.info("backup kept", extra={"backup": target.name, "rows": rows})
+
+    @staticmethod
+    def _copy(source: Path, target: Path) -> None:
+        tmp = target.with_suffix(".tmp")
+        try:
             shutil.copyfile(source, tmp)
             fd = os.open(tmp, os.O_RDONLY)
             try:
@@ -101,13 +116,12 @@ class Backups:
             finally:
                 os.close(fd)
             os.replace(tmp, target)
-        fsync_dir(self.directory)
-        for stale in self.list()[self._keep :]:
-            self.path(stale).unlink(missing_ok=True)
-        log.info("backup kept", extra={"backup": target.name, "rows": rows})
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def _free_name(self, seq: int, rows: int) -> Path:
         taken = self._clock()
         while (target := self.directory / backup_name(taken, seq, rows)).exists():
-            taken = taken.replace(microsecond=min(taken.microsecond + 1000, 999999))
+            taken += timedelta(milliseconds=1)  # names hold milliseconds: the next free one
         return target

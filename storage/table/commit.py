@@ -4,7 +4,9 @@ Changes applied in memory queue here; one task commits everything queued in one 
 transaction, then resolves the writers' futures and tells the listeners (broadcasts, the
 CSV checkpoint, metrics), in seq order. If a commit fails, every change not yet durable is
 undone in reverse order and its writer gets `unavailable`, so memory never holds what the
-disk does not. It also keeps the last changes for `fetch_csv {since}`.
+disk does not. Once the journal has stopped on an I/O error, every later change is undone
+and refused the same way, with the journal's reason, and nothing more is logged per write.
+It also keeps the last changes for `fetch_csv {since}`.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from dataclasses import dataclass, field
 
 from protocol.errors import Unavailable
 from protocol.results import CsvUpdate
-from storage.journal import Journal, JournalRecord
+from storage.journal import Journal, JournalRecord, JournalStopped
 from storage.table.rows import Change, Rows
 
 log = logging.getLogger("tablecast.table")
 
 ChangeListener = Callable[[list[CsvUpdate]], None]
 CommitObserver = Callable[[int, float], None]  # (changes in the batch, seconds the commit took)
+_NOT_STORED = "the change could not be stored; nothing was changed"
 
 
 @dataclass(eq=False)
@@ -118,9 +121,13 @@ class GroupCommit:
                 started = time.perf_counter()
                 try:
                     await self._journal.append([p.record() for p in batch])
-                except Exception:
-                    log.exception("journal commit failed; undoing changes not yet durable")
-                    self._fail([*batch, *self._queue])
+                except Exception as exc:
+                    if isinstance(exc, JournalStopped):  # the journal said so once, loudly
+                        reason = str(exc)
+                    else:
+                        log.exception("journal commit failed; undoing changes not yet durable")
+                        reason = _NOT_STORED
+                    self._fail([*batch, *self._queue], reason)
                     self._queue = []
                     break
                 self._committed(batch, time.perf_counter() - started)
@@ -139,11 +146,11 @@ class GroupCommit:
             except Exception:
                 log.exception("commit observer failed")
 
-    def _fail(self, failed: list[Pending]) -> None:
+    def _fail(self, failed: list[Pending], reason: str) -> None:
         self._rows.undo([p.change for p in failed])
         if failed:
             self._rollbacks += 1
-        error = Unavailable("the change could not be stored; nothing was changed")
+        error = Unavailable(reason)
         for pending in failed:
             if not pending.future.done():
                 pending.future.set_exception(error)

@@ -119,7 +119,7 @@ class TableStore:
         for change in state.replay:
             rows.replay(change)
         rows.seq = max(int(meta.get("seq", 0)), rows.seq)
-        checkpoint_rows = int(meta.get("checkpoint_rows", len(loaded)))
+        checkpoint_rows = len(loaded)  # the file on disk, which may be the pending checkpoint
         del loaded
         release_free_memory()  # the parser's leftovers
         self._commit.start(rows.seq, state.history, int(meta.get("history_floor", 0)))
@@ -129,9 +129,9 @@ class TableStore:
     async def _adopt(self, seq: int, max_id: int) -> None:
         """First start, or a CSV edited by hand while we were stopped: it becomes the table,
         as one table change (a reset) with a new seq."""
-        with_ids = self._write_ids_aside()
+        with_ids = self._write_ids_aside() if max_id == 0 else None  # it numbers from 1
         try:
-            loaded = await asyncio.to_thread(self._load, self._files.csv, None, seq)
+            loaded = await asyncio.to_thread(self._load, self._files.csv, None, seq, max_id)
             if loaded.rewritten:
                 # Keep the file as it was before we add or move its id column.
                 self._backups.keep(self._files.csv, seq - 1, len(loaded))
@@ -146,7 +146,7 @@ class TableStore:
         self._commit.start(seq, (), seq)
         log.info("table adopted from csv", extra={"rows": self._rows.total, "seq": seq})
 
-    def _load(self, path: Path, types: dict[str, ColumnType] | None, version: int) -> LoadedCsv:
+    def _load(self, path: Path, types: dict[str, ColumnType] | None, version: int, id_floor: int = 0) -> LoadedCsv:
         started = time.monotonic()
 
         def progress(rows: int) -> None:
@@ -154,7 +154,7 @@ class TableStore:
             log.info("loading table", extra={"path": str(path), "rows_parsed": rows, "rows_per_s": int(rate)})
 
         try:
-            loaded = load_csv(path, types, progress, version)
+            loaded = load_csv(path, types, progress, version, id_floor)
         except (CsvFormatError, OSError) as exc:
             raise TableLoadError(str(exc)) from None
         log.info("table parsed", extra={"rows": len(loaded), "seconds": round(time.monotonic() - started, 2)})
@@ -312,14 +312,18 @@ class TableStore:
         await self.settle()
         seq = self._rows.seq + 1
         path = self._backups.path(chosen)
+        # The table's columns keep their types: a backup value that does not fit one (an
+        # integer past 64 bits, text in a number column) refuses the restore, naming the
+        # column, rather than a new type being inferred for it. Columns the table lacks are
+        # inferred; a type inferred for a column the table has could only differ from its own
+        # (a value that fits the type loads under it), so there is nothing to fall back to.
         types: dict[str, ColumnType] = {c.name: c.type for c in self._rows.columns}
         try:
             loaded = await asyncio.to_thread(load_csv, path, types, None, seq)
-        except CsvFormatError:
-            try:
-                loaded = await asyncio.to_thread(load_csv, path, None, None, seq)
-            except (CsvFormatError, OSError) as exc:
-                raise Unavailable(f"backup {chosen.name} cannot be read: {exc}") from None
+        except CsvFormatError as exc:
+            raise Unavailable(f"backup {chosen.name} cannot be restored into this table: {exc}") from None
+        except OSError as exc:
+            raise Unavailable(f"backup {chosen.name} cannot be read: {exc}") from None
         async with self._checkpoints.replacing():
             await self._write_csv(loaded)
             await self._become(loaded, seq, self._rows.max_id)
