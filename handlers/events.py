@@ -72,6 +72,13 @@ def token_from(auth: Any, environ: dict[str, Any]) -> str | None:
     return None
 
 
+def peer_address(environ: dict[str, Any]) -> str | None:
+    """The address the handshake came from: the peer of its connection."""
+    request = environ.get("aiohttp.request")
+    remote = getattr(request, "remote", None)
+    return remote if isinstance(remote, str) and remote else None
+
+
 class SocketHandlers:
     def __init__(
         self,
@@ -89,6 +96,8 @@ class SocketHandlers:
         self._tables = tables
         self._streams = streams
         self._on_event = on_event
+        # sid -> the handshake's peer address: the login throttle counts failures per address.
+        self._addresses: dict[str, str] = {}
 
     def _actions(self) -> dict[str, Action]:
         """The method that serves each event of `protocol.events.EVENTS`."""
@@ -137,6 +146,9 @@ class SocketHandlers:
                 refusal.error_args = {**details, "data": details}
                 raise refusal from None
         state = self._sockets.add(sid)
+        address = peer_address(environ)
+        if address is not None:
+            self._addresses[sid] = address
         if session is not None:
             await self._sockets.authenticate(state, session)
         log.info(
@@ -146,6 +158,7 @@ class SocketHandlers:
 
     async def _disconnect(self, sid: str, reason: Any = None) -> None:
         self._sockets.remove(sid)
+        self._addresses.pop(sid, None)
         log.info("disconnect", extra={"sid": sid, "reason": str(reason) if reason else None})
 
     # ---- the adapter every event goes through ----------------------------------------
@@ -230,7 +243,7 @@ class SocketHandlers:
         return await self._sessions.register(p.username, p.password)
 
     async def _login(self, state: SocketState, p: Credentials) -> LoginResult:
-        body, session = await self._sessions.login(p.username, p.password)
+        body, session = await self._sessions.login(p.username, p.password, self._addresses.get(state.sid))
         await self._sockets.authenticate(state, session)
         return body
 

@@ -93,6 +93,13 @@ class NotOwner(DomainError):
     status = 403
 
 
+class Forbidden(DomainError):
+    """The user may not run this event: `restore_backup` by a user not in ADMIN_USERS."""
+
+    code = "forbidden"
+    status = 403
+
+
 class Conflict(DomainError):
     """`version` given and stale; `row` is the row as it is now."""
 
@@ -111,7 +118,8 @@ class PayloadTooLarge(DomainError):
 
 
 class RateLimited(DomainError):
-    """Over RATE_LIMIT events a second on one socket."""
+    """Over RATE_LIMIT events a second on one socket, or over LOGIN_RATE_LIMIT failed logins a
+    minute for the username or the client address."""
 
     code = "rate_limited"
     status = 429
@@ -144,6 +152,7 @@ ERRORS: tuple[type[DomainError], ...] = (
     Cooldown,
     LockRequired,
     NotOwner,
+    Forbidden,
     Conflict,
     PayloadTooLarge,
     RateLimited,

@@ -79,7 +79,8 @@ EVENTS: Mapping[str, EventSpec] = MappingProxyType(
         "restore_backup": _event(
             p.RestoreBackup,
             r.RestoreResult,
-            "Replace the table with a backup (default the newest); refused while others hold locks.",
+            "Replace the table with a backup (default the newest); refused while others hold locks, and "
+            "`forbidden` for users not in ADMIN_USERS when that is set.",
         ),
         "numbers": _event(p.Numbers, r.NumbersResult, "Stored random numbers, oldest first.", quiet=True),
         "subscribe": _event(

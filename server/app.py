@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import aiohttp_cors
@@ -15,17 +16,20 @@ from handlers.sockets import SocketRegistry
 from server import tasks
 from server.apidocs import setup_apidocs
 from server.broadcast import Broadcaster
-from server.console import same_origin_or, setup_console
+from server.console import setup_console
 from server.context import BROADCASTER, METRICS, SERVICES, SETTINGS, SIO, Services
 from server.errors import error_middleware
 from server.fanout import DirectManager, FanoutServer
 from server.gcpolicy import gc_ctx
+from server.hosts import allowed_hosts_middleware, same_origin_or
 from server.metrics import Metrics
 from server.rest import routes
 from server.settings import Settings
 from storage.db import Database
+from storage.files import OWNER_ONLY_UMASK, owner_only
 from storage.journal import Journal
 from storage.locks import InMemoryLockStore
+from storage.login_throttle import LoginThrottle
 from storage.numbers import StreamService
 from storage.table import TableConfig, TableStore
 from storage.table_service import PresenceConfig, TableService
@@ -35,12 +39,15 @@ log = logging.getLogger("tablecast.app")
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_payload_bytes)
+    hosts = settings.hosts
+    app = web.Application(
+        middlewares=[error_middleware, allowed_hosts_middleware(hosts)], client_max_size=settings.max_payload_bytes
+    )
     app[SETTINGS] = settings
     sio = FanoutServer(
-        client_manager=DirectManager(),
+        client_manager=DirectManager(max_queue_bytes=settings.max_send_queue_bytes),
         async_mode="aiohttp",
-        cors_allowed_origins=same_origin_or(settings.cors_origins),
+        cors_allowed_origins=same_origin_or(settings.cors_origins, hosts),
         max_http_buffer_size=settings.max_payload_bytes,
         logger=False,
         engineio_logger=False,
@@ -102,12 +109,14 @@ def _table(settings: Settings, metrics: Metrics, broadcaster: Broadcaster) -> Ta
     locks = InMemoryLockStore(
         ttl_s=settings.lock_ttl_s, cooldown_s=settings.edit_cooldown_s, sink=broadcaster.lock_changed
     )
-    return TableService(store, locks, PresenceConfig(grace_s=settings.lock_grace_s))
+    return TableService(store, locks, PresenceConfig(grace_s=settings.lock_grace_s), admins=settings.admin_users)
 
 
 async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, sio, metrics = app[SETTINGS], app[SIO], app[METRICS]
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Whatever the server creates from here on is owner-only; the process has no other files.
+    os.umask(OWNER_ONLY_UMASK)
+    owner_only(settings.data_dir)
     tables = _table(settings, metrics, app[BROADCASTER])
     await tables.open()
     db = await Database.open(settings.db_path)
@@ -121,7 +130,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         streams = StreamService(db, settings.random_retention_s)
         await streams.init()
         sockets = SocketRegistry(sio, tables, rate_limit=settings.rate_limit, rate_burst=settings.rate_burst)
-        sessions = SessionService(auth, sockets)
+        sessions = SessionService(auth, sockets, LoginThrottle(settings.login_rate_limit))
         handlers = SocketHandlers(sio, sessions, sockets, tables, streams, on_event=metrics.event_handled)
         handlers.register()
         metrics.watch(sockets, tables)

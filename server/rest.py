@@ -4,7 +4,6 @@ services as the `/api/` routes and keep no rule of their own."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -20,9 +19,14 @@ routes = web.RouteTableDef()
 
 
 async def _json_body(request: web.Request) -> Any:
+    # A cross-site form or `fetch` without a preflight can only send text/plain, form or
+    # multipart bodies; requiring JSON keeps other sites from logging in or registering.
+    if request.content_type != "application/json":
+        raise InvalidInput("send the body as Content-Type: application/json", field="Content-Type")
     try:
         return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    # ValueError: also a number over Python's 4300-digit limit; RecursionError: nesting too deep.
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidInput("the body must be a JSON object", field="body") from None
 
 
@@ -45,7 +49,7 @@ async def register(request: web.Request) -> web.Response:
 @routes.post("/api/login")
 async def login(request: web.Request) -> web.Response:
     p = parse(Credentials, await _json_body(request))
-    body, _ = await request.app[SERVICES].sessions.login(p.username, p.password)
+    body, _ = await request.app[SERVICES].sessions.login(p.username, p.password, request.remote)
     return _ok(body)
 
 

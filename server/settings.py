@@ -51,6 +51,23 @@ class Settings:
     max_payload_bytes: int = field(default=65536, metadata=_help("largest Socket.IO packet, bytes", 1024))
     max_cell_chars: int = field(default=10000, metadata=_help("longest text cell, characters", 1))
     rate_limit: float = field(default=50.0, metadata=_help("events per second per socket (bursts of 2x); 0 = off", 0))
+    login_rate_limit: int = field(
+        default=10,
+        metadata=_help("failed logins a minute per username and per client address, REST and sockets; 0 = off", 0),
+    )
+    admin_users: tuple[str, ...] = field(
+        default=(), metadata=_help("comma-separated usernames allowed to restore_backup; empty: every user")
+    )
+    allowed_hosts: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_help(
+            "comma-separated host names the server answers to (the Host header, port aside); "
+            "default: localhost,127.0.0.1,::1 and HOST"
+        ),
+    )
+    max_send_queue_bytes: int = field(
+        default=1048576, metadata=_help("unsent outgoing data a socket may have before it is dropped, bytes", 1024)
+    )
     csv_flush_s: float = field(
         default=1.0, metadata=_help("delay before the CSV is rewritten after changes, seconds", 0)
     )
@@ -63,6 +80,12 @@ class Settings:
     @property
     def rate_burst(self) -> float:
         return 2 * self.rate_limit
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        """The host names requests may be addressed to, lowercased, IPv6 without brackets."""
+        named = self.allowed_hosts if self.allowed_hosts is not None else (*DEFAULT_HOSTS, self.host)
+        return frozenset(_host_entry(name) for name in named)
 
     @classmethod
     def load(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -92,6 +115,23 @@ class Settings:
             raise SettingsError("PORT: must be at most 65535")
         if not self.cors_origins:
             raise SettingsError("CORS_ORIGINS: name at least one origin (an empty list would allow none)")
+        if self.allowed_hosts is not None:
+            if not self.allowed_hosts:
+                raise SettingsError("ALLOWED_HOSTS: name at least one host (an empty list would refuse every request)")
+            for name in self.allowed_hosts:
+                bare = _host_entry(name)
+                # One colon is a port (an IPv6 address has at least two): the port is not matched.
+                if any(c in bare for c in "/@[] ") or bare.count(":") == 1:
+                    raise SettingsError(f"ALLOWED_HOSTS: {name!r}: name a host, without scheme, port or path")
+
+
+DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _host_entry(name: str) -> str:
+    """`[::1]` and `::1` are one host; names match whatever their case."""
+    name = name.strip().lower()
+    return name[1:-1] if name.startswith("[") and name.endswith("]") else name
 
 
 def _convert(name: str, raw: str, hint: Any, minimum: float | None) -> Any:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.errors import Locked, NotFound
+from protocol.errors import Forbidden, Locked, NotFound
 from protocol.results import (
     BackupsResult,
     DeleteResult,
@@ -54,8 +54,10 @@ class TableService:
         locks: LockStore,
         presence: PresenceConfig,
         clock: Callable[[], float] = time.monotonic,
+        admins: Collection[str] = (),
     ) -> None:
         self._table = table
+        self._admins = frozenset(admins)  # who may restore; empty: everyone
         self._locks = locks
         self._grace_s = presence.grace_s
         self._clock = clock
@@ -179,6 +181,9 @@ class TableService:
         return {"ok": True}
 
     async def restore(self, user: str, name: str | None) -> RestoreResult:
+        # Who asks is judged before any lock or backup is looked at (the name's form already was).
+        if self._admins and user not in self._admins:
+            raise Forbidden(f"restore_backup is for the users named in ADMIN_USERS; {user!r} is not one")
         async with self._gate.exclusive():
             other = await self._locks.held_by_other(user)
             if other is not None:

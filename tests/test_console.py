@@ -140,9 +140,9 @@ async def test_two_users_share_locks_edits_cooldown_candles_and_restore(
 
     # The chart has candles from the backfill and gains a bar on the 1s interval.
     await a.click('#intervals [data-interval="1s"]')
-    await a.wait_for_function("Number(document.querySelector('#chart').dataset.bars) > 0")
+    await a.wait_for_function("() => Number(document.querySelector('#chart').dataset.bars) > 0")
     bars = int(await a.locator("#chart").get_attribute("data-bars") or "0")
-    await a.wait_for_function(f"Number(document.querySelector('#chart').dataset.bars) > {bars}", timeout=5000)
+    await a.wait_for_function(f"() => Number(document.querySelector('#chart').dataset.bars) > {bars}", timeout=5000)
     await expect(a.locator("#random-value")).to_have_text(re.compile(r"^\d+\.\d\d$"))
     await expect(a.locator("#chart canvas").first).to_be_visible()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -303,7 +303,7 @@ async def test_the_page_works_offline_with_no_outside_requests(make_server: Make
     await page.fill("#login-password", "secret-pw")
     await page.click("#login-submit")
     await expect(page.locator("#conn-status")).to_have_text("connected")
-    await page.wait_for_function("Number(document.querySelector('#chart').dataset.bars) >= 0")
+    await page.wait_for_function("() => Number(document.querySelector('#chart').dataset.bars) >= 0")
     assert not outside, outside
 
 
@@ -322,7 +322,7 @@ async def test_a_cut_off_user_resyncs_after_reconnecting_without_a_reload(
     console.offline_pages.add(b)
     await context_b.set_offline(True)
     await expect(b.locator("#conn-status")).to_have_text(re.compile(r"^(reconnecting|offline)$"))
-    await b.wait_for_function("!window.tablecast.state.socket.connected")
+    await b.wait_for_function("() => !window.tablecast.state.socket.connected")
     await b.evaluate(
         "window.failedAttempts = 0;"
         "window.tablecast.state.socket.io.on('reconnect_error', () => window.failedAttempts++)"
@@ -338,7 +338,7 @@ async def test_a_cut_off_user_resyncs_after_reconnecting_without_a_reload(
     await expect(cell(b, 5, "broker")).to_have_text(before)
     assert await b.evaluate("window.tablecast.table.seq") == seq_before
 
-    await b.wait_for_function("window.failedAttempts > 0", timeout=10000)
+    await b.wait_for_function("() => window.failedAttempts > 0", timeout=10000)
     await expect(b.locator("#conn-status")).to_have_text("offline")
     await context_b.set_offline(False)
     await expect(b.locator("#conn-status")).to_have_text("connected", timeout=15000)

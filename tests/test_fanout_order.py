@@ -38,7 +38,10 @@ Connect = Callable[..., Awaitable[Client]]
 Data = dict[str, Any]
 
 # Fast draws so random_number streams alongside the table broadcasts.
-SETTINGS = {"RANDOM_INTERVAL_S": "0.05"}
+# A long-polling receiver takes at most 16 packets per round trip; in a burst on a busy
+# machine its backlog can pass the default MAX_SEND_QUEUE_BYTES (1 MiB), and this file is about
+# order and completeness, not about slow consumers (tests/test_slow_consumers.py is).
+SETTINGS = {"RANDOM_INTERVAL_S": "0.05", "MAX_SEND_QUEUE_BYTES": str(64 << 20)}
 STALE_DRAW_MS = 2000  # forty draw periods without a draw: the stream has stopped
 # python-engineio finishes its upgrade before the Socket.IO connect goes out, so "upgrade"
 # receivers join on websocket after starting on polling; the node scenario's late_upgrade
