@@ -58,7 +58,12 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.isupper() or k in ("PATH", "HOME", "LANG", "TMPDIR")}
+        # Settings come from self.settings only; coverage's own variables let it measure the server.
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.isupper() or k in ("PATH", "HOME", "LANG", "TMPDIR") or k.startswith("COVERAGE_")
+        }
         env.update(self.settings)
         env.update({"HOST": "127.0.0.1", "PORT": str(self.port), "DATA_DIR": str(self.data_dir)})
         log = self.log_path.open("ab")
