@@ -15,7 +15,8 @@ import pytest
 
 from protocol.values import Value
 from storage.csv import load as csvfile
-from storage.csv.load import ColumnType, CsvFormatError, LoadedCsv, load_csv
+from storage.csv.load import ColumnType, LoadedCsv, load_csv
+from storage.csv.refusals import CsvFormatError
 from storage.csv.text import csv_bytes, row_blocks
 from storage.csv.write import write_csv, write_with_ids
 

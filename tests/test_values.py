@@ -19,7 +19,8 @@ from protocol.errors import InvalidInput, PayloadTooLarge, Unavailable
 from protocol.payloads import Credentials, DeleteCsv, FetchCsv, Numbers, RecordQuery, Subscription, UpdateCsv, parse
 from protocol.values import Value
 from storage.csv import load as loader
-from storage.csv.load import Column, ColumnType, CsvFormatError, LoadedCsv, load_csv
+from storage.csv.load import Column, ColumnType, LoadedCsv, load_csv
+from storage.csv.refusals import CsvFormatError
 from storage.csv.write import write_blocks
 from storage.journal import Journal
 from storage.table import TableConfig, TableStore

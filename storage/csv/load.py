@@ -3,7 +3,7 @@
 Loading a million rows is mostly the parser making Python objects, so the loader asks it to
 make as few as possible: a column whose type is already known (our own checkpoint) is read
 straight as numbers, and a column is converted only once. Values always come out as the
-reference rules below define them (`_infer`, `_convert`, `_ids_from_text`); the fast paths
+reference rules below define them (`_infer`, `_convert`, and the id rule in `storage.csv.ids`); the fast paths
 are used only where they provably agree with those rules, and the file is read again the
 slow way when they might not.
 """
@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from protocol.values import INT64_MAX, INT64_MIN, Value
+from storage.csv.ids import ids_from_numbers, ids_from_text
+from storage.csv.refusals import CsvFormatError, ReadAsText
 from storage.csv.text import ROWS_PER_BLOCK, Block, id_block
 
 ColumnType = Literal["integer", "number", "text"]
@@ -39,14 +41,6 @@ _LEADING_ZERO = re.compile(r"^\s*[-+]?0\d")
 # The same test over ","-joined values: with no comma inside a value, every comma starts one.
 _LEADING_ZERO_JOINED = re.compile(r",\s*[-+]?0\d")
 _INTEGER_TEXT = re.compile(r"\s*[-+]?[0-9]+\s*")
-
-
-class CsvFormatError(Exception):
-    """The file cannot be served as a table; the message says why and where."""
-
-
-class _ReadAsText(Exception):
-    """A column read straight as numbers may not match the reference rules: read it as text."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +89,7 @@ def load_csv(
     with it: the table's own row shape, made once instead of copied after."""
     names = read_header(path)
     if types:
-        with contextlib.suppress(_ReadAsText):
+        with contextlib.suppress(ReadAsText):
             return _load(path, names, types, progress, version=version, direct=True, id_floor=id_floor)
     return _load(path, names, types, progress, version=version, direct=False, id_floor=id_floor)
 
@@ -173,7 +167,7 @@ def _load(
 ) -> LoadedCsv:
     """Read the file once and convert each column. With `direct`, the columns of a pinned
     numeric type, and the ids, are read straight as numbers (no text is made for them);
-    then `_ReadAsText` is raised wherever that reading might differ from the reference."""
+    then `ReadAsText` is raised wherever that reading might differ from the reference."""
     numeric = [n for n in names if n != ID_COLUMN and (types or {}).get(n) in ("integer", "number")] if direct else []
     # The parser reads an id of "+5" as 5; the id rule refuses it. No "+" in the file, no such id.
     id_as_number = direct and ID_COLUMN in names and not _contains(path, b"+")
@@ -182,15 +176,15 @@ def _load(
     except (CsvFormatError, ValueError, TypeError, OverflowError):
         if not direct:
             raise
-        raise _ReadAsText from None  # reading it as text gives the reference error
+        raise ReadAsText from None  # reading it as text gives the reference error
     count = sum(len(part) for part in parts[names[0]])
     rewritten = names[0] != ID_COLUMN
     if ID_COLUMN not in names:
         ids = list(range(id_floor + 1, id_floor + count + 1))
     elif id_as_number:
-        ids = _ids_from_numbers(parts.pop(ID_COLUMN))
+        ids = ids_from_numbers(parts.pop(ID_COLUMN))
     else:
-        ids, assigned = _ids_from_text(_joined(parts.pop(ID_COLUMN)), path, id_floor)
+        ids, assigned = ids_from_text(_joined(parts.pop(ID_COLUMN)), path, id_floor)
         rewritten = rewritten or assigned
     columns = [Column(ID_COLUMN, "integer")]
     values: list[list[Value]] = []
@@ -233,9 +227,9 @@ def _pinned_numbers(parts: list[Any], kind: ColumnType) -> list[Value]:
         # Only int64 holds what an integer column may: uint64 (past 2**63 - 1) and float64
         # chunks go to the reference rule, which refuses them and says where.
         if not kinds <= {"i"} or len({part.dtype for part in filled}) > 1:
-            raise _ReadAsText
+            raise ReadAsText
     elif not kinds <= {"i", "u", "f"}:
-        raise _ReadAsText
+        raise ReadAsText
     out: list[Value] = []
     for part in parts:
         mask = np.asarray(part.isna())
@@ -246,89 +240,15 @@ def _pinned_numbers(parts: list[Any], kind: ColumnType) -> list[Value]:
         if kind == "number":
             # Beside float chunks, the text "-0" is -0.0 by the reference rule but 0 here.
             if part.dtype.kind != "f" and "f" in kinds and (data[~mask] == 0).any():
-                raise _ReadAsText
+                raise ReadAsText
             data = data.astype(np.float64)
             if not (np.isfinite(data).all() and (np.abs(data) < _EXACT_FLOAT_INTS).all()):
-                raise _ReadAsText
+                raise ReadAsText
         values: list[Value] = data.tolist()
         for position in np.flatnonzero(mask).tolist():
             values[position] = None
         out.extend(values)
     return out
-
-
-def _ids_from_numbers(parts: list[Any]) -> list[int]:
-    """Ids the parser read as integers; they follow the id rule when all are present,
-    positive and distinct (else the text read finds which line breaks it)."""
-    if not parts:
-        return []
-    if any(part.dtype.kind not in "iu" or part.dtype != parts[0].dtype or part.isna().any() for part in parts):
-        raise _ReadAsText
-    ids = np.concatenate([part.to_numpy(dtype=part.dtype.numpy_dtype) for part in parts])
-    if len(ids) and ids.min() < 1:
-        raise _ReadAsText
-    if not (ids[1:] > ids[:-1]).all() and len(np.unique(ids)) != len(ids):
-        raise _ReadAsText
-    result: list[int] = ids.tolist()
-    return result
-
-
-def _ids_from_text(raw: list[str], path: Path, id_floor: int) -> tuple[list[int], bool]:
-    """The id rule: blank or a positive integer (surrounding whitespace allowed), each id
-    once; blank cells get new ids after the largest. Returns the ids and whether any was
-    assigned. Checked on whole columns; any doubt goes to `_ids_line_by_line`."""
-    stripped = list(map(str.strip, raw))
-    present = list(filter(None, stripped))
-    if present:
-        if not "".join(present).isdigit():
-            return _ids_line_by_line(raw, path, id_floor)
-        try:
-            numbers = list(map(int, present))
-        except ValueError:  # a digit int() does not take: the reference raises it, line by line
-            return _ids_line_by_line(raw, path, id_floor)
-        if min(numbers) < 1 or len(set(numbers)) != len(numbers):
-            return _ids_line_by_line(raw, path, id_floor)
-    else:
-        numbers = []
-    if len(present) == len(raw):
-        return numbers, False
-    next_id = max(max(numbers, default=0), id_floor) + 1
-    given = iter(numbers)
-    ids: list[int] = []
-    for text in stripped:
-        if text:
-            ids.append(next(given))
-        else:
-            ids.append(next_id)
-            next_id += 1
-    return ids, True
-
-
-def _ids_line_by_line(raw: list[str], path: Path, id_floor: int) -> tuple[list[int], bool]:
-    """The id rule one line at a time, naming the first line that breaks it."""
-    ids: list[int | None] = []
-    seen: set[int] = set()
-    for line, value in enumerate(raw, start=2):
-        text = value.strip()
-        if not text:
-            ids.append(None)
-            continue
-        if not text.isdigit() or int(text) < 1:
-            raise CsvFormatError(f"{path}: line {line}: id {value!r} is not a positive integer")
-        row_id = int(text)
-        if row_id in seen:
-            raise CsvFormatError(f"{path}: line {line}: id {row_id} appears twice")
-        seen.add(row_id)
-        ids.append(row_id)
-    next_id = max(max(seen, default=0), id_floor) + 1
-    out: list[int] = []
-    for given in ids:
-        if given is None:
-            out.append(next_id)
-            next_id += 1
-        else:
-            out.append(given)
-    return out, len(seen) != len(raw)
 
 
 def _text_values(raw: list[str]) -> list[Value]:

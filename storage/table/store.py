@@ -22,7 +22,8 @@ from protocol.errors import Unavailable
 from protocol.results import Column as WireColumn
 from protocol.results import CsvUpdate, RestoreResult
 from protocol.results import Row as WireRow
-from storage.csv.load import ID_COLUMN, Column, ColumnType, CsvFormatError, LoadedCsv, load_csv, read_header
+from storage.csv.load import ID_COLUMN, Column, ColumnType, LoadedCsv, load_csv, read_header
+from storage.csv.refusals import CsvFormatError
 from storage.csv.stream import (
     ByteStream,
     ForkedFile,
