@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import sys
 
-from aiohttp import web
-
 from server.app import create_app
 from server.logs import configure_logging
+from server.runner import serve
 from server.settings import Settings, SettingsError
 from storage.table import TableLoadError
 
@@ -23,16 +22,9 @@ def main(argv: list[str]) -> int:
         return 2
     configure_logging(settings.log_level)
     try:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            print=None,
-            access_log=None,
-            # Sockets are closed first; a client slow to finish the close handshake must not
-            # hold up the final checkpoint.
-            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        )
+        # Sockets are closed first; a client slow to finish the close handshake must not hold
+        # up the final checkpoint.
+        serve(create_app(settings), settings.host, settings.port, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     except TableLoadError as exc:
         print(f"tablecast: cannot load the table: {exc}", file=sys.stderr)
         return 1

@@ -51,8 +51,8 @@ if __package__ in (None, ""):
 
 from bench.crash_clients import CALL_TIMEOUT_S, Accounts, RoundState, Writer, close_client, fetch_all, reader
 from bench.crash_model import Model, Row, check_csv, compare_disk
-from bench.crash_server import Server
-from bench.harness import CSV_NAME, BenchError, emit, note, write_table
+from bench.crash_server import crash_server
+from bench.harness import CSV_NAME, BenchError, Server, emit, note, write_table
 
 KILL_AFTER_S = (0.2, 1.2)
 WORKING_ROWS = 30  # rows each writer starts with; the rest of the table stays untouched
@@ -201,7 +201,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, Path]:
 async def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     workdir, data_dir = prepare(args)
-    server = Server(data_dir, workdir / "server.log")
+    server = crash_server(data_dir, workdir / "server.log")
     summary: dict[str, Any] = {"rounds": 0, "acked": 0, "lost": 0}
     failed = True
     try:
@@ -230,7 +230,7 @@ async def run(args: argparse.Namespace) -> int:
         note(f"failed (seed {args.seed}): {type(exc).__name__}: {exc}")
         summary = {**summary, "seconds": round(time.perf_counter() - started, 1), "seed": args.seed, "error": str(exc)}
     finally:
-        with contextlib.suppress(BenchError):
+        with contextlib.suppress(BenchError, AttributeError):  # AttributeError: never started
             await asyncio.to_thread(server.stop)
         if failed:
             note(f"server log and data kept in {workdir} (and {data_dir}); log tail:\n{server.log_tail()}")

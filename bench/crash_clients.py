@@ -14,8 +14,7 @@ import aiohttp
 import socketio
 
 from bench.crash_model import Model, Pending, Row, check_csv, random_value, short
-from bench.crash_server import Server
-from bench.harness import PASSWORD, BenchError, login
+from bench.harness import PASSWORD, BenchError, Server, login
 
 CALL_TIMEOUT_S = 20.0
 MIN_OWNED, MAX_OWNED = 10, 60  # rows a writer holds at the least and the most

@@ -176,6 +176,11 @@ class Server:
             time.sleep(0.05)
         raise BenchError(f"{self.name} not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
 
+    def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind runs, as in a crash."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
     def stop(self) -> int:
         """SIGTERM, then wait for the final checkpoint and a clean exit."""
         if self.proc.poll() is not None:
@@ -248,6 +253,21 @@ def _serving(server: Server, workdir: Path) -> Iterator[Server]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def tablecast_server(data_dir: Path, log_path: Path, settings: Mapping[str, str], rows: int = 0) -> Server:
+    """`python run.py` on `data_dir` (not started), on a free port, with `settings` over the
+    bench defaults."""
+    port = free_port()
+    return Server(
+        name="tablecast",
+        rows=rows,
+        data_dir=data_dir,
+        log_path=log_path,
+        port=port,
+        argv=[sys.executable, str(ROOT / "run.py")],
+        env=_server_env(data_dir, port, settings),
+    )
+
+
 @contextlib.contextmanager
 def running_server(
     rows: int, settings: Mapping[str, str] | None = None, seed: int = 1, table: Path | None = None
@@ -263,16 +283,7 @@ def running_server(
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    port = free_port()
-    server = Server(
-        name="tablecast",
-        rows=rows,
-        data_dir=data_dir,
-        log_path=workdir / "server.log",
-        port=port,
-        argv=[sys.executable, str(ROOT / "run.py")],
-        env=_server_env(data_dir, port, settings or {}),
-    )
+    server = tablecast_server(data_dir, workdir / "server.log", settings or {}, rows)
     with _serving(server, workdir) as serving:
         yield serving
 

@@ -96,8 +96,6 @@ class SocketHandlers:
         self._tables = tables
         self._streams = streams
         self._on_event = on_event
-        # sid -> the handshake's peer address: the login throttle counts failures per address.
-        self._addresses: dict[str, str] = {}
 
     def _actions(self) -> dict[str, Action]:
         """The method that serves each event of `protocol.events.EVENTS`."""
@@ -145,10 +143,7 @@ class SocketHandlers:
                 details = {"code": exc.code, "message": exc.message}
                 refusal.error_args = {**details, "data": details}
                 raise refusal from None
-        state = self._sockets.add(sid)
-        address = peer_address(environ)
-        if address is not None:
-            self._addresses[sid] = address
+        state = self._sockets.add(sid, peer_address(environ))
         if session is not None:
             await self._sockets.authenticate(state, session)
         log.info(
@@ -158,7 +153,6 @@ class SocketHandlers:
 
     async def _disconnect(self, sid: str, reason: Any = None) -> None:
         self._sockets.remove(sid)
-        self._addresses.pop(sid, None)
         log.info("disconnect", extra={"sid": sid, "reason": str(reason) if reason else None})
 
     # ---- the adapter every event goes through ----------------------------------------
@@ -187,9 +181,13 @@ class SocketHandlers:
 
         return handle
 
-    async def _unknown(self, name: str, sid: str, *args: Any) -> ErrorEnvelope:
+    async def _unknown(self, name: Any, sid: str, *args: Any) -> ErrorEnvelope:
+        # `name` is whatever the client sent (the server routes lifecycle and non-string names
+        # here too); a long one is cut so the answer stays short.
         started = time.perf_counter()
-        ack = InvalidInput(f"unknown event {name!r}", field="event").envelope()
+        shown = repr(name)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        ack = InvalidInput(f"unknown event {shown}", field="event").envelope()
         self._observe(UNKNOWN_EVENT, ack, started)
         return ack
 
@@ -243,7 +241,7 @@ class SocketHandlers:
         return await self._sessions.register(p.username, p.password)
 
     async def _login(self, state: SocketState, p: Credentials) -> LoginResult:
-        body, session = await self._sessions.login(p.username, p.password, self._addresses.get(state.sid))
+        body, session = await self._sessions.login(p.username, p.password, state.address)
         await self._sockets.authenticate(state, session)
         return body
 

@@ -26,6 +26,7 @@ def ohlc_room(interval: str) -> str:
 class SocketState:
     sid: str
     bucket: TokenBucket | None
+    address: str | None = None  # the peer, for the login throttle
     session: Session | None = None
     rooms: set[str] = field(default_factory=set)
 
@@ -55,9 +56,9 @@ class SocketRegistry:
             counts[transport, "authenticated" if state.session is not None else "guest"] += 1
         return counts
 
-    def add(self, sid: str) -> SocketState:
+    def add(self, sid: str, address: str | None) -> SocketState:
         bucket = TokenBucket(self._rate_limit, self._rate_burst) if self._rate_limit > 0 else None
-        state = self._sockets[sid] = SocketState(sid=sid, bucket=bucket)
+        state = self._sockets[sid] = SocketState(sid=sid, bucket=bucket, address=address)
         return state
 
     def remove(self, sid: str) -> None:

@@ -92,7 +92,7 @@ async def test_an_unexpected_exception_is_acked_internal() -> None:
     sio = socketio.AsyncServer(async_mode="aiohttp")
     sockets = SocketRegistry(sio, None, rate_limit=0, rate_burst=0)  # type: ignore[arg-type]
     handlers = SocketHandlers(sio, None, sockets, None, None)  # type: ignore[arg-type]
-    sockets.add("sid1")
+    sockets.add("sid1", None)
     adapter = handlers._adapter("broken", EventSpec(Empty, EmptyResult, "EmptyResult", "", guest=True), broken)
     ack = await adapter("sid1", {})
     assert ack["ok"] is False

@@ -171,7 +171,7 @@ def backup_bytes(parts: Parts) -> list[tuple[int, int, bytes]]:
     return [(b.seq, b.rows, parts.backups.path(b).read_bytes()) for b in parts.backups.list()]
 
 
-async def test_the_replaced_csv_is_kept_once_per_interval_or_when_asked(parts: Parts) -> None:
+async def test_the_replaced_csv_is_kept_once_per_interval_or_before_a_restore(parts: Parts) -> None:
     first = parts.files.csv.read_bytes()
     await parts.change(lambda r: r.add({"name": "a"}, "u"))
     await parts.checkpoints.checkpoint()  # no backup yet: due
@@ -183,11 +183,11 @@ async def test_the_replaced_csv_is_kept_once_per_interval_or_when_asked(parts: P
     await parts.checkpoints.checkpoint()  # within the interval: not kept
     assert backup_bytes(parts) == [(1, 3, first)]
 
-    third = parts.files.csv.read_bytes()
     parts.clock.advance(1)
     await parts.change(lambda r: r.add({"name": "c"}, "u"))
-    await parts.checkpoints.checkpoint(backup=True)  # asked: kept whatever the interval
-    assert backup_bytes(parts) == [(3, 5, third), (1, 3, first)]
+    async with parts.checkpoints.replacing():  # kept whatever the interval, as it is now
+        third = parts.files.csv.read_bytes()
+    assert backup_bytes(parts) == [(4, 6, third), (1, 3, first)]  # "c" included
     assert second != third
 
     fourth = parts.files.csv.read_bytes()
@@ -202,7 +202,8 @@ async def test_with_nothing_new_a_checkpoint_writes_nothing(parts: Parts) -> Non
     await parts.checkpoints.checkpoint()
     assert fingerprint(parts.files.csv) == before
     assert parts.backups.list() == []
-    await parts.checkpoints.checkpoint(backup=True)  # the CSV is current: it is what is kept
+    async with parts.checkpoints.replacing():  # the CSV is current: it is what is kept
+        pass
     assert fingerprint(parts.files.csv) == before
     assert backup_bytes(parts) == [(1, 3, parts.files.csv.read_bytes())]
 

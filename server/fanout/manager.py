@@ -20,6 +20,7 @@ A pub/sub manager composes by listing this class after it:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,8 @@ log = logging.getLogger("tablecast.fanout")
 # writer drains them at the pace the client reads.
 WRITE_BUFFER_LIMIT = 64 * 1024
 _SOCKET_NEEDS = ("queue", "connected", "upgraded", "upgrading", "closing", "closed", "sid")
+# Handler names a client's event must never reach by name: the lifecycle handlers and the catch-all.
+_NOT_CLIENT_EVENTS = frozenset({"connect", "disconnect", "*"})
 _SERVER_NEEDS = ("sockets", "ping_interval", "ping_timeout", "max_http_buffer_size", "reason")
 
 
@@ -234,12 +237,38 @@ class FanoutServer(socketio.AsyncServer):  # type: ignore[misc]
         if refusal is None:
             try:
                 await super()._handle_eio_message(eio_sid, data)
-            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:  # from decoding
+            # From decoding; RecursionError from a packet nested past the JSON decoder's limit.
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
                 refusal = f"malformed socket.io packet ({type(exc).__name__})"
         if eio_sid not in self._binary_packet:
             self._binary_budget.done(eio_sid)
         if refusal is not None:
             await self._drop(eio_sid, refusal)
+
+    async def _handle_event_internal(  # noqa: PLR0917 - the library's signature
+        self, server: Any, sid: str, eio_sid: str, data: list[Any], namespace: str | None, id: int | None
+    ) -> None:
+        # The library looks a client's event name up among all handlers, lifecycle ones
+        # included: `disconnect` from a client would run the disconnect handler on a live
+        # socket, `*` the catch-all without a name, and a list or object name raises
+        # `unhashable type`. Only a string naming an application event reaches it by name;
+        # every other name goes to the catch-all, which answers it as unknown.
+        name = data[0] if data else None
+        handlers = self.handlers.get(namespace or "/", {})
+        if isinstance(name, str) and name not in _NOT_CLIENT_EVENTS and name in handlers:
+            await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+            return
+        catch_all = handlers.get("*")
+        if catch_all is None:
+            return
+        answer = catch_all(name, sid, *data[1:])
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if id is not None:
+            args = [] if answer is None else list(answer) if isinstance(answer, tuple) else [answer]
+            await server._send_packet(
+                eio_sid, self.packet_class(sio_packet.ACK, namespace=namespace or "/", id=id, data=args)
+            )
 
     async def _drop(self, eio_sid: str, reason: str) -> None:
         """End a connection whose client broke the protocol: one log line, no traceback."""

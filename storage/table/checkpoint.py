@@ -105,13 +105,12 @@ class Checkpointer:
         """Why no checkpoint may run now, if one may not."""
         return self.stopped or self._journal.stopped
 
-    async def checkpoint(self, *, backup: bool = False) -> None:
-        """Bring the CSV on disk up to the current seq. With `backup`, the replaced version
-        is kept in backups/ whatever the interval. Does nothing once checkpoints have
+    async def checkpoint(self) -> None:
+        """Bring the CSV on disk up to the current seq. Does nothing once checkpoints have
         stopped (the journal holds what the CSV lacks)."""
         async with self._lock:
             if self._refusal() is None:
-                await self._checkpoint(backup)
+                await self._checkpoint()
 
     @contextlib.asynccontextmanager
     async def replacing(self) -> AsyncIterator[None]:
@@ -126,7 +125,7 @@ class Checkpointer:
             try:
                 # First the CSV catches up with the table, then that file is kept: what the
                 # restore replaces is the table as it is now, not the last checkpoint.
-                await self._checkpoint(backup=False)
+                await self._checkpoint()
                 await asyncio.to_thread(self._backups.keep, self._files.csv, self.seq, self.rows)
             except _STORAGE_FAILURES as exc:
                 raise Unavailable(f"the table could not be kept before it is replaced: {exc}") from exc
@@ -146,14 +145,12 @@ class Checkpointer:
             self.stopped = reason
             log.critical("csv checkpoints stopped until the server is restarted", extra={"reason": reason})
 
-    async def _checkpoint(self, backup: bool) -> None:
+    async def _checkpoint(self) -> None:
         if self._unfinished is not None:
             await self._finish(*self._unfinished)  # record the file on disk before any other
         rows, csv = self._rows, self._files.csv
         seq, max_id, mark = rows.seq, rows.max_id, self._commit.mark()
         if seq == self.seq:
-            if backup:
-                self._backups.keep(csv, self.seq, self.rows)
             return
         tmp = self._files.temp()
         count = rows.total
@@ -165,10 +162,7 @@ class Checkpointer:
             await self._commit.settle(mark)
             fp = fingerprint(tmp)
             await self._journal.set_meta({"pending_seq": seq, "pending_fp": fp, "pending_columns": columns})
-            if backup:
-                self._backups.keep(csv, self.seq, self.rows)
-            else:
-                self._backups.keep_if_due(csv, self.seq, self.rows)
+            self._backups.keep_if_due(csv, self.seq, self.rows)
             await asyncio.to_thread(replace_file, tmp, csv)  # unlinking a big old CSV takes ms
         except UnsyncedRename as exc:
             # The journal still holds the old checkpoint and this one as pending, and prunes
