@@ -65,7 +65,10 @@ async def test_a_malformed_frame_closes_the_connection_with_one_log_line(
         for _ in range(20):  # a wedged socket would log a traceback for each of these
             if ws.closed:
                 break
-            await ws.send_str('42["ping",{}]')
+            try:
+                await ws.send_str('42["ping",{}]')
+            except aiohttp.ClientConnectionResetError:  # the server's close is under way
+                break
         assert await closed_within(ws), f"{frame!r} left the connection open"
     assert (await bystander.ask("ping"))["ok"]  # the server keeps serving
     log = srv.log()
