@@ -49,7 +49,13 @@ class _Server(web.Server):
 class _Runner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()  # runs the app's startup
-        return _Server(made.request_handler, request_factory=made.request_factory, loop=made._loop, **made._kwargs)
+        return _Server(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
+        )
 
 
 def serve(app: web.Application, host: str, port: int, shutdown_timeout: float) -> None:
