@@ -207,8 +207,9 @@ def _ignore(eio_sid: str, packets: list[Any]) -> None:
 class FanoutServer(socketio.AsyncServer):  # type: ignore[misc]
     """An `AsyncServer` whose packets to one socket (acks, connect replies) take the manager's
         direct path too, so an ack leaves with the broadcasts of the same tick, not after them,
-        whose long-polling answers stay within what every client accepts, and whose heartbeats come
-    from one task (`PingWheel`) instead of one per socket."""
+        whose long-polling answers stay within what every client accepts, whose heartbeats come
+    from one task (`PingWheel`) instead of one per socket, and whose clients cannot reach the
+    lifecycle handlers by naming them in an event."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("serializer", Packet)
